@@ -1,0 +1,113 @@
+"""Classic BPF programs that pass only TCP frames for the emulator's addresses.
+
+The kernel runs the filter before a frame is queued to the socket, so frames
+that are not ours never reach Python.  Outgoing frames (PACKET_OUTGOING) are
+refused too: the emulator does not want to read back what it or the host sent.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import socket
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ._errors import UsageError
+from .wire import IPAddress
+
+SO_ATTACH_FILTER = 26
+SKF_AD_PKTTYPE = 0xFFFFF000 + 4  # SKF_AD_OFF + SKF_AD_PKTTYPE
+PACKET_OUTGOING = 4
+ACCEPT_BYTES = 0x40000
+
+# opcodes (linux/filter.h)
+LD_W_ABS = 0x20
+LD_H_ABS = 0x28
+LD_B_ABS = 0x30
+JEQ_K = 0x15
+JA = 0x05
+RET_K = 0x06
+
+
+@dataclass(frozen=True, slots=True)
+class Insn:
+    code: int
+    jt: int
+    jf: int
+    k: int
+
+
+class _Asm:
+    """A tiny assembler: jumps name labels, offsets are resolved at the end."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[int, str | int, str | int, int]] = []
+        self.labels: dict[str, int] = {}
+
+    def op(self, code: int, k: int = 0, jt: str | int = 0, jf: str | int = 0) -> None:
+        self.items.append((code, jt, jf, k))
+
+    def label(self, name: str) -> None:
+        self.labels[name] = len(self.items)
+
+    def assemble(self) -> list[Insn]:
+        out = []
+        for pc, (code, jt, jf, k) in enumerate(self.items):
+            if code == JA and isinstance(k, str):
+                k = self.labels[k] - pc - 1
+            rel = []
+            for target in (jt, jf):
+                off = self.labels[target] - pc - 1 if isinstance(target, str) else target
+                if not 0 <= off <= 255:
+                    raise UsageError("too many local addresses for one BPF filter (jump out of range)")
+                rel.append(off)
+            out.append(Insn(code, rel[0], rel[1], k))
+        return out
+
+
+def tcp_to_addresses(addresses: Iterable[IPAddress]) -> list[Insn]:
+    """Accept IPv4/IPv6 TCP frames whose destination is one of ``addresses``."""
+    v4 = sorted({a for a in addresses if a.version == 4})
+    v6 = sorted({a for a in addresses if a.version == 6})
+    asm = _Asm()
+    asm.op(LD_W_ABS, SKF_AD_PKTTYPE)
+    asm.op(JEQ_K, PACKET_OUTGOING, "reject", 0)
+    asm.op(LD_H_ABS, 12)
+    asm.op(JEQ_K, 0x0800, "v4", 0)
+    asm.op(JEQ_K, 0x86DD, "v6", "reject")
+    asm.label("v4")
+    asm.op(LD_B_ABS, 23)
+    asm.op(JEQ_K, 6, 0, "reject")
+    asm.op(LD_W_ABS, 30)
+    for addr in v4:
+        asm.op(JEQ_K, int(addr), "accept", 0)
+    asm.op(JA, "reject")  # type: ignore[arg-type]
+    asm.label("v6")
+    asm.op(LD_B_ABS, 20)
+    asm.op(JEQ_K, 6, 0, "reject")
+    for i, addr in enumerate(v6):
+        words = struct.unpack("!4I", addr.packed)
+        nxt = f"v6next{i}"
+        for j, word in enumerate(words):
+            asm.op(LD_W_ABS, 38 + 4 * j)
+            asm.op(JEQ_K, word, "accept" if j == 3 else 0, nxt)
+        asm.label(nxt)
+    asm.op(JA, "reject")  # type: ignore[arg-type]
+    asm.label("accept")
+    asm.op(RET_K, ACCEPT_BYTES)
+    asm.label("reject")
+    asm.op(RET_K, 0)
+    return asm.assemble()
+
+
+def reject_all() -> list[Insn]:
+    return [Insn(RET_K, 0, 0, 0)]
+
+
+def attach(sock: socket.socket, program: list[Insn]) -> None:
+    """SO_ATTACH_FILTER: replaces whatever filter the socket had."""
+    raw = b"".join(struct.pack("HBBI", i.code, i.jt, i.jf, i.k & 0xFFFFFFFF) for i in program)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    fprog = struct.pack("HL", len(program), ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)

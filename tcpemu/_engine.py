@@ -1,0 +1,735 @@
+"""The trio engine: one packet pump per interface and the async connection API.
+
+``open_engine`` owns a nursery that runs the pump.  The pump waits for the
+link to be readable, drains a batch of frames, classifies each one at fixed
+offsets, hands it to the matching connection's sans-IO core and wakes that
+connection's waiters.  It never blocks on a consumer: each core's queue is
+bounded and an overflow is counted and logged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import random
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from types import MappingProxyType, TracebackType
+from typing import Final, TypeVar
+
+import trio
+
+from . import _bpf
+from ._errors import (
+    ConnectionBrokenError,
+    ConnectionClosedError,
+    EngineBrokenError,
+    MalformedFrameError,
+    TcpemuTimeoutError,
+    UsageError,
+    WouldBlock,
+)
+from ._io import FrameLink, PacketLink
+from ._trace import format_segment
+from .core import (
+    AUTO,
+    DEFAULT_MSS,
+    Auto,
+    ConnectionCore,
+    ConnectionStatistics,
+    Message,
+    Mode,
+    Quiet,
+    TcpState,
+)
+from .wire import (
+    Frame,
+    IPAddress,
+    Segment,
+    TcpFlags,
+    TcpOption,
+    build_frame,
+    classify_untrusted,
+    flow_key,
+    format_mac,
+    listen_key,
+    parse_mac,
+    parse_tcp_untrusted,
+)
+
+__all__ = ["Engine", "Connection", "EngineStatistics", "open_engine"]
+
+log = logging.getLogger("tcpemu.engine")
+trace_log = logging.getLogger("tcpemu.trace")
+
+T = TypeVar("T")
+BATCH: Final = 256
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStatistics:
+    """Counters of one engine (one interface)."""
+
+    frames_received: int
+    frames_sent: int
+    frames_unmatched: int
+    malformed: MappingProxyType[str, int]
+    kernel_drops: int
+    connections: int
+    queue_overflows: int
+
+
+def _addr(value: object, what: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(value)  # type: ignore[arg-type]
+    except ValueError:
+        raise UsageError(f"{what}: not an IP address: {value!r}") from None
+
+
+class Connection:
+    """One emulated TCP connection; make it with :meth:`Engine.connection`.
+
+    Waiting calls take ``timeout`` in seconds (None waits for ever; trio
+    cancel scopes work as well) and raise :class:`~tcpemu.TcpemuTimeoutError`
+    naming what was awaited and what arrived meanwhile.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        core: ConnectionCore,
+        *,
+        local_ip: IPAddress,
+        remote_ip: IPAddress,
+        local_mac: bytes,
+        remote_mac: bytes,
+        label: str,
+    ) -> None:
+        self._engine = engine
+        self.core = core
+        self.local_ip = local_ip
+        self.remote_ip = remote_ip
+        self.local_mac = local_mac
+        self.remote_mac = remote_mac
+        self.label = label
+        self._changed = trio.Event()
+        self._closed = False
+        self._last_msg: Message | None = None
+        self._simopen_answered = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<tcpemu.Connection {self.core.mode.value} {self.local}<->{self.remote} "
+            f"{self.core.state.name}>"
+        )
+
+    # -------------------------------------------------------------- info
+
+    @property
+    def mode(self) -> Mode:
+        return self.core.mode
+
+    @property
+    def local(self) -> tuple[str, int]:
+        return (str(self.local_ip), self.core.src_port)
+
+    @property
+    def remote(self) -> tuple[str, int | None]:
+        return (str(self.remote_ip), self.core.dst_port)
+
+    @property
+    def state(self) -> TcpState:
+        """The emulated endpoint's own state."""
+        return self.core.state
+
+    @property
+    def first_seqn_got(self) -> int | None:
+        return self.core.first_seqn_got
+
+    @property
+    def last_seqn_got(self) -> int | None:
+        return self.core.last_seqn_got
+
+    @property
+    def last_ackn_got(self) -> int | None:
+        return self.core.last_ackn_got
+
+    @property
+    def first_seqn_sent(self) -> int | None:
+        return self.core.first_seqn_sent
+
+    @property
+    def last_seqn_sent(self) -> int | None:
+        return self.core.last_seqn_sent
+
+    @property
+    def last_ackn_sent(self) -> int | None:
+        return self.core.last_ackn_sent
+
+    @property
+    def next_seqn(self) -> int:
+        return self.core.next_seqn
+
+    @property
+    def next_ackn(self) -> int | None:
+        return self.core.next_ackn
+
+    @property
+    def last_win_got(self) -> int | None:
+        return self.core.last_win_got
+
+    @property
+    def fin_got(self) -> bool:
+        return self.core.fin_got
+
+    @property
+    def rst_got(self) -> bool:
+        return self.core.rst_got
+
+    @property
+    def window(self) -> int:
+        return self.core.window
+
+    @window.setter
+    def window(self, value: int) -> None:
+        if not 0 <= value <= 0xFFFF:
+            raise UsageError(f"window must be 0..65535, got {value}")
+        self.core.window = value
+
+    def statistics(self) -> ConnectionStatistics:
+        return self.core.statistics()
+
+    # ----------------------------------------------------------- plumbing
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _check_usable(self, what: str) -> None:
+        if self._closed:
+            raise ConnectionClosedError(f"{what}: this connection was closed (destroyed) by the test")
+        self._engine._check_running(what)
+
+    def _check_rst(self, what: str) -> None:
+        if self.core.rst_got:
+            raise ConnectionBrokenError(
+                f"{what}: the peer reset the connection"
+                + (f" (RST seq={self._last_msg.seq})" if self._last_msg else "")
+            )
+
+    def _arrived(self, before: int) -> str:
+        n = self.core.statistics().segments_received - before
+        if n == 0:
+            return "nothing arrived"
+        last = self._last_msg
+        desc = (
+            f"; last: {last.flags.short()} seq={last.seq} ack={last.ack} len={len(last.payload)}"
+            f" ({last.kind.value})"
+            if last
+            else ""
+        )
+        return f"{n} segment{'s' if n != 1 else ''} arrived{desc}"
+
+    async def _wait(self, what: str, timeout: float | None, ready: Callable[[], T | None]) -> T:
+        """Wait until ``ready()`` returns non-None; it may raise to end the wait."""
+        self._check_usable(what)
+        before = self.core.statistics().segments_received
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
+        with trio.move_on_at(deadline):
+            while True:
+                self._check_usable(what)
+                result = ready()
+                if result is not None:
+                    return result
+                await self._changed.wait()
+        raise TcpemuTimeoutError(f"{what}: timed out after {timeout} s; {self._arrived(before)}")
+
+    def _transmit(self, seg: Segment, note: str = "") -> Segment:
+        self._engine._send_segment(self, seg, note)
+        return seg
+
+    # ------------------------------------------------------------- handshake
+
+    async def wait_open(self, timeout: float | None = None) -> None:
+        """Complete the handshake: answer the peer's SYN (SERVER) or its SYN-ACK (CLIENT).
+
+        Nothing is sent before this is called, which is how a test holds the
+        peer in SYN-SENT or SYN-RECEIVED.  Returns at once if already open.
+        """
+        what = "wait_open"
+        core = self.core
+
+        def step() -> bool | None:
+            self._check_rst(what)
+            if core.state is TcpState.ESTABLISHED or core.state in _AFTER_OPEN:
+                return True
+            if core.mode is Mode.SERVER and core.syn_got and not core.syn_sent:
+                self._transmit(core.syn_ack())
+            elif core.state is TcpState.SYN_SENT and core.syn_ack_got:
+                self._transmit(core.ack_now())
+                return True
+            elif core.state is TcpState.SYN_RECEIVED and core.mode is Mode.CLIENT and not self._simopen_answered:
+                # simultaneous open: answer the peer's SYN with SYN|ACK on our ISN
+                self._simopen_answered = True
+                self._transmit(core.send(seq=core.iss, flags=TcpFlags.SYN | TcpFlags.ACK))
+            return None
+
+        waiting = "the peer's SYN" if core.mode is Mode.SERVER else "the peer's SYN-ACK"
+        await self._wait(f"{what} (waiting for {waiting}, then its ACK)", timeout, step)
+
+    # --------------------------------------------------------------- receive
+
+    async def wait_msg(self, timeout: float | None = None) -> Message:
+        """The oldest queued segment that moved the receive state (not a
+        retransmit), waiting for one if needed.  Consumes nothing."""
+        return await self._wait("wait_msg (an expected segment)", timeout, self.core.peek_expected)
+
+    async def recv_msg(
+        self, timeout: float | None = None, *, ack: bool = True, skip_retransmits: bool = False
+    ) -> Message:
+        """Pop the oldest queued segment (pure ACKs included), waiting if none.
+
+        ack=True acknowledges it when it takes sequence space (data, SYN or
+        FIN): an ACK of next_ackn.  skip_retransmits=True drops queued
+        retransmits (segments whose sequence number was already seen).
+        """
+        what = "recv_msg" + (" (skipping retransmits)" if skip_retransmits else "")
+
+        def ready() -> Message | None:
+            if self.core.peek_message(skip_retransmits=skip_retransmits) is None:
+                if self.core.rst_got:
+                    self._check_rst(what)
+                return None
+            return self.core.pop_message_nowait(skip_retransmits=skip_retransmits)
+
+        msg = await self._wait(what, timeout, ready)
+        if ack and msg.seq_len and not msg.flags & TcpFlags.RST:
+            self._transmit(self.core.ack_now())
+        return msg
+
+    def recv_msg_nowait(self, *, ack: bool = True, skip_retransmits: bool = False) -> Message:
+        """Like :meth:`recv_msg`, raising :class:`~tcpemu.WouldBlock` when nothing is queued."""
+        self._check_usable("recv_msg_nowait")
+        msg = self.core.pop_message_nowait(skip_retransmits=skip_retransmits)
+        if ack and msg.seq_len and not msg.flags & TcpFlags.RST:
+            self._transmit(self.core.ack_now())
+        return msg
+
+    async def recv_data(self, idle: float, *, ack: bool = True, timeout: float | None = None) -> bytes:
+        """All payload the peer sends, in order, until it is idle for ``idle`` s or sends FIN.
+
+        Out-of-order segments are reassembled.  Queued messages are consumed.
+        ack=True acknowledges new data as it arrives.  Raises
+        TcpemuTimeoutError if nothing at all arrived within ``idle`` (or
+        ``timeout``, an overall bound), and ConnectionBrokenError on a RST.
+        """
+        self._check_usable("recv_data")
+        if idle <= 0:
+            raise UsageError(f"recv_data: idle must be > 0 s, got {idle}")
+        core = self.core
+        data = bytearray()
+        before = core.statistics().segments_received
+        overall = math.inf if timeout is None else trio.current_time() + timeout
+        with trio.move_on_at(overall) as overall_scope:
+            while True:
+                chunk = core.read_stream()
+                data += chunk
+                if ack and core.next_ackn is not None and core.next_ackn != core.last_ackn_sent:
+                    self._transmit(core.ack_now())
+                if core.fin_got:
+                    return bytes(data)
+                if core.rst_got:
+                    raise ConnectionBrokenError(
+                        f"recv_data: the peer reset the connection after {len(data)} bytes"
+                    )
+                with trio.move_on_after(idle) as idle_scope:
+                    self._check_usable("recv_data")
+                    await self._changed.wait()
+                if idle_scope.cancelled_caught:
+                    break
+        if data:
+            return bytes(data)
+        bound = f"{timeout} s" if overall_scope.cancelled_caught else f"idle {idle} s"
+        raise TcpemuTimeoutError(f"recv_data: no data within {bound}; {self._arrived(before)}")
+
+    # ------------------------------------------------------------------ send
+
+    async def send_msg(
+        self,
+        payload: bytes = b"",
+        *,
+        seq: int | Auto | Quiet = AUTO,
+        ack: int | Auto | Quiet = AUTO,
+        flags: TcpFlags | int | None = None,
+        window: int | None = None,
+        options: list[TcpOption] | tuple[TcpOption, ...] | None = None,
+        urgent: int = 0,
+    ) -> Segment:
+        """Send one segment; see :meth:`tcpemu.core.ConnectionCore.send` for the numbering."""
+        self._check_usable("send_msg")
+        seg = self.core.send(
+            payload, seq=seq, ack=ack, flags=flags, window=window, options=options, urgent=urgent
+        )
+        self._transmit(seg)
+        await trio.lowlevel.checkpoint()
+        return seg
+
+    def update_sent_seq(self, new_bytes: int) -> None:
+        """Advance next_seqn by ``new_bytes`` (after sending with an explicit seq)."""
+        self.core.update_sent_seq(new_bytes)
+
+    async def send_ack(self, ackn: int | None = None) -> Segment:
+        """A pure ACK: of next_ackn, or of ``ackn``."""
+        self._check_usable("send_ack")
+        seg = self._transmit(self.core.ack_now(ackn))
+        await trio.lowlevel.checkpoint()
+        return seg
+
+    async def ack_all(self) -> Segment:
+        """Acknowledge everything received in order (an ACK of next_ackn)."""
+        return await self.send_ack()
+
+    async def send_fin(self, timeout: float | None = None) -> Segment:
+        """Send FIN|ACK at next_seqn and wait until the peer acknowledges it."""
+        self._check_usable("send_fin")
+        seg = self._transmit(self.core.fin())
+
+        def acked() -> bool | None:
+            self._check_rst("send_fin (waiting for the ACK of our FIN)")
+            return True if self.core.fin_acked else None
+
+        await self._wait("send_fin (waiting for the ACK of our FIN)", timeout, acked)
+        return seg
+
+    async def send_fin_ack(self, timeout: float | None = None) -> Segment:
+        """The old API's name for :meth:`send_fin`: FIN|ACK, then wait for its ACK."""
+        return await self.send_fin(timeout)
+
+    async def send_rst(self) -> Segment:
+        """Send RST|ACK at next_seqn; waits for nothing."""
+        self._check_usable("send_rst")
+        seg = self._transmit(self.core.rst())
+        await trio.lowlevel.checkpoint()
+        return seg
+
+    # ----------------------------------------------------------------- close
+
+    async def aclose(self) -> None:
+        """Destroy: stop receiving for this connection.  Sends nothing (no FIN, no RST)."""
+        if not self._closed:
+            self._closed = True
+            self._engine._unregister(self)
+            self._wake()
+        await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+_AFTER_OPEN: Final = frozenset(
+    {
+        TcpState.FIN_WAIT_1,
+        TcpState.FIN_WAIT_2,
+        TcpState.CLOSE_WAIT,
+        TcpState.CLOSING,
+        TcpState.LAST_ACK,
+        TcpState.TIME_WAIT,
+    }
+)
+
+
+class Engine:
+    """Packet pump and dispatch table for one link; use :func:`open_engine`."""
+
+    def __init__(
+        self, link: FrameLink, *, rng: random.Random, max_queue: int = 4096, name: str = ""
+    ) -> None:
+        self._link = link
+        self._rng = rng
+        self._max_queue = max_queue
+        self.name = name
+        self._conns: dict[bytes, Connection] = {}
+        self._listeners: dict[bytes, Connection] = {}
+        self._all: set[Connection] = set()
+        self._frames_received = 0
+        self._frames_sent = 0
+        self._unmatched = 0
+        self._malformed: Counter[str] = Counter()
+        self._broken: BaseException | None = None
+        self._closed = False
+        self._t0 = trio.current_time()
+        self._label_seq = 0
+
+    # ---------------------------------------------------------------- public
+
+    def connection(
+        self,
+        mode: Mode,
+        *,
+        local: tuple[str, int],
+        remote: tuple[str, int | None],
+        local_mac: str | bytes,
+        remote_mac: str | bytes,
+        window: int | None = None,
+        mss: int | None = DEFAULT_MSS,
+        isn: int | None = None,
+        max_queue: int | None = None,
+    ) -> Connection:
+        """Create an emulated connection.  CLIENT mode sends its SYN at once;
+        SERVER mode sends nothing until :meth:`Connection.wait_open`."""
+        self._check_running("connection")
+        if not isinstance(mode, Mode):
+            raise UsageError(f"mode must be tcpemu.SERVER or tcpemu.CLIENT, got {mode!r}")
+        local_ip, local_port = _addr(local[0], "local"), local[1]
+        remote_ip, remote_port = _addr(remote[0], "remote"), remote[1]
+        if local_ip.version != remote_ip.version:
+            raise UsageError(f"local {local_ip} and remote {remote_ip} differ in IP version")
+        core = ConnectionCore(
+            mode,
+            src_port=local_port,
+            dst_port=remote_port,
+            isn=self._rng.getrandbits(32) if isn is None else isn,
+            window=window,
+            mss=mss,
+            max_queue=max_queue or self._max_queue,
+        )
+        self._label_seq += 1
+        conn = Connection(
+            self,
+            core,
+            local_ip=local_ip,
+            remote_ip=remote_ip,
+            local_mac=parse_mac(local_mac),
+            remote_mac=parse_mac(remote_mac),
+            label=f"c{self._label_seq} ",
+        )
+        if remote_port is None:
+            key = listen_key(local_ip, local_port)
+            table = self._listeners
+        else:
+            key = flow_key(remote_ip, remote_port, local_ip, local_port)
+            table = self._conns
+        if key in table:
+            raise UsageError(
+                f"a connection for local {local_ip}:{local_port}, remote "
+                f"{remote_ip}:{remote_port if remote_port is not None else '*'} exists already"
+            )
+        table[key] = conn
+        self._all.add(conn)
+        self._update_filter()
+        if mode is Mode.CLIENT:
+            self._send_segment(conn, core.syn())
+        return conn
+
+    def statistics(self) -> EngineStatistics:
+        try:
+            drops = self._link.kernel_drops()
+        except OSError:
+            drops = -1
+        return EngineStatistics(
+            frames_received=self._frames_received,
+            frames_sent=self._frames_sent,
+            frames_unmatched=self._unmatched,
+            malformed=MappingProxyType(dict(self._malformed)),
+            kernel_drops=drops,
+            connections=len(self._all),
+            queue_overflows=sum(c.core.statistics().queue_overflows for c in self._all),
+        )
+
+    async def aclose(self) -> None:
+        """Stop the pump (through open_engine's nursery) and close the link."""
+        self._close_now()
+        await trio.lowlevel.checkpoint()
+
+    # -------------------------------------------------------------- internal
+
+    def _check_running(self, what: str) -> None:
+        if self._closed:
+            raise ConnectionClosedError(f"{what}: the engine is closed")
+        if self._broken is not None:
+            raise EngineBrokenError(f"{what}: the packet pump stopped: {self._broken!r}")
+
+    def _close_now(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for conn in list(self._all):
+            conn._closed = True
+            conn._wake()
+        # wake a pump blocked on the descriptor before it goes away
+        trio.lowlevel.notify_closing(self._link.fileno())
+        self._link.close()
+
+    def _unregister(self, conn: Connection) -> None:
+        for table in (self._conns, self._listeners):
+            for key, c in list(table.items()):
+                if c is conn:
+                    del table[key]
+        self._all.discard(conn)
+        if not self._closed:
+            self._update_filter()
+
+    def _update_filter(self) -> None:
+        addrs = {c.local_ip for c in self._all}
+        self._link.set_filter(_bpf.tcp_to_addresses(addrs))
+
+    def _send_segment(self, conn: Connection, seg: Segment, note: str = "") -> None:
+        frame = Frame(
+            src_mac=conn.local_mac,
+            dst_mac=conn.remote_mac,
+            src_ip=conn.local_ip,
+            dst_ip=conn.remote_ip,
+            segment=seg,
+        )
+        data = build_frame(frame)
+        try:
+            self._link.send(data)
+        except EngineBrokenError as exc:
+            self._broken = exc
+            raise
+        self._frames_sent += 1
+        if trace_log.isEnabledFor(logging.DEBUG):
+            trace_log.debug(
+                format_segment(
+                    seg,
+                    time=trio.current_time() - self._t0,
+                    outgoing=True,
+                    seq_base=conn.core.iss,
+                    ack_base=conn.core.irs,
+                    label=conn.label,
+                    note=note,
+                )
+            )
+
+    def _dispatch(self, frame: bytes, now: float) -> Connection | None:
+        self._frames_received += 1
+        try:
+            fkey, lkey, start, end = classify_untrusted(frame)
+            conn = self._conns.get(fkey)
+            if conn is None:
+                conn = self._listeners.get(lkey)
+                if (
+                    conn is None
+                    or not frame[start + 13] & TcpFlags.SYN
+                    or fkey[: len(lkey) - 2] != conn.remote_ip.packed
+                ):
+                    self._unmatched += 1
+                    return None
+            seg = parse_tcp_untrusted(frame, start, end)
+        except MalformedFrameError as exc:
+            self._malformed[exc.reason] += 1
+            log.debug("%s: %s", self.name, exc)
+            return None
+        if conn.core.dst_port is None:
+            # a listener meets its SYN: from now on it is bound to this 4-tuple
+            del self._listeners[lkey]
+            self._conns[fkey] = conn
+        msg = conn.core.receive(seg, now)
+        conn._last_msg = msg
+        if trace_log.isEnabledFor(logging.DEBUG):
+            trace_log.debug(
+                format_segment(
+                    seg,
+                    time=now - self._t0,
+                    outgoing=False,
+                    seq_base=conn.core.irs,
+                    ack_base=conn.core.iss if conn.core.syn_sent else None,
+                    label=conn.label,
+                    note="" if msg.kind.value == "expected" else msg.kind.value,
+                )
+            )
+        return conn
+
+    async def _pump(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        link = self._link
+        fd = link.fileno()
+        task_status.started()
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(fd)
+                frames = link.recv_batch(BATCH)
+                now = trio.current_time()
+                touched: set[Connection] = set()
+                for frame in frames:
+                    conn = self._dispatch(frame, now)
+                    if conn is not None:
+                        touched.add(conn)
+                for conn in touched:
+                    conn._wake()
+        except (OSError, trio.ClosedResourceError) as exc:
+            if self._closed:
+                return
+            self._broken = exc
+            log.error("%s: packet pump stopped: %s", self.name, exc)
+            for conn in list(self._all):
+                conn._wake()
+
+
+def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    leaves = list(_leaves(group))
+    return leaves[0] if len(leaves) == 1 else group
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for e in exc.exceptions:
+            yield from _leaves(e)
+    else:
+        yield exc
+
+
+@contextmanager
+def _single_exception() -> Iterator[None]:
+    """No ExceptionGroup escapes a public context manager when one exception is inside."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        inner = _unwrap(group)
+        if inner is group:
+            raise
+        raise inner from None
+
+
+@asynccontextmanager
+async def open_engine(
+    ifname: str | None = None,
+    *,
+    netns: str | None = None,
+    link: FrameLink | None = None,
+    rng: random.Random | None = None,
+    seed: int | None = None,
+    max_queue: int = 4096,
+) -> AsyncIterator[Engine]:
+    """Open a packet socket on ``ifname`` (inside namespace ``netns``) and run its pump.
+
+    ``link`` replaces the packet socket (for example a
+    :class:`~tcpemu.MemoryLink`).  ISNs draw from ``rng`` or from
+    ``random.Random(seed)``.  On exit the pump stops and the socket closes;
+    connections are destroyed without sending anything.
+    """
+    if link is None:
+        if ifname is None:
+            raise UsageError("open_engine needs an interface name (or link=)")
+        link = await trio.to_thread.run_sync(PacketLink, ifname, netns)
+    if rng is None:
+        rng = random.Random(seed)
+    engine = Engine(link, rng=rng, max_queue=max_queue, name=ifname or "link")
+    try:
+        engine._update_filter()
+        with _single_exception():
+            async with trio.open_nursery() as nursery:
+                await nursery.start(engine._pump)
+                try:
+                    yield engine
+                finally:
+                    nursery.cancel_scope.cancel()
+    finally:
+        engine._close_now()

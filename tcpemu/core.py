@@ -1,0 +1,808 @@
+"""The sans-IO core: one emulated TCP endpoint, no sockets, no trio, no clock.
+
+Segments go in with :meth:`ConnectionCore.receive` (the caller passes
+``now``), segments to send come out of :meth:`ConnectionCore.send` and its
+helpers, and received segments queue up as :class:`Message` objects that the
+caller pulls.  Nothing here calls back.
+
+States and their transitions are data: :class:`TcpState` carries the RFC 9293
+names and ``TRANSITIONS`` is the one table of legal moves.  The emulated
+endpoint never refuses to send what a test asks for; a send that has no
+transition in the table leaves the state where it was.
+
+Numbering follows the old tapi_tcp API with two corrections: AUTO ack is
+:attr:`ConnectionCore.next_ackn` (everything received in order, FIN counted),
+and out-of-order data is kept and reassembled.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final
+
+from ._errors import UsageError, WouldBlock
+from .wire import OptionKind, Segment, TcpFlags, TcpOption
+
+__all__ = [
+    "TcpState",
+    "StateEvent",
+    "TRANSITIONS",
+    "Mode",
+    "SERVER",
+    "CLIENT",
+    "AUTO",
+    "QUIET",
+    "Auto",
+    "Quiet",
+    "SegmentKind",
+    "Message",
+    "ConnectionCore",
+    "ConnectionStatistics",
+    "seq_add",
+    "seq_diff",
+    "DEFAULT_WINDOW",
+    "DEFAULT_MSS",
+]
+
+log = logging.getLogger("tcpemu.core")
+
+SEQ_MOD: Final = 1 << 32
+DEFAULT_WINDOW: Final = 65535
+DEFAULT_MSS: Final = 1460
+
+
+def seq_add(a: int, b: int) -> int:
+    return (a + b) % SEQ_MOD
+
+
+def seq_diff(a: int, b: int) -> int:
+    """a - b in sequence space, as a signed 32-bit number."""
+    d = (a - b) % SEQ_MOD
+    return d - SEQ_MOD if d >= 1 << 31 else d
+
+
+class TcpState(enum.Enum):
+    """The eleven TCP states, with RFC 9293 names (values are the RFC spelling)."""
+
+    CLOSED = "CLOSED"
+    LISTEN = "LISTEN"
+    SYN_SENT = "SYN-SENT"
+    SYN_RECEIVED = "SYN-RECEIVED"
+    ESTABLISHED = "ESTABLISHED"
+    FIN_WAIT_1 = "FIN-WAIT-1"
+    FIN_WAIT_2 = "FIN-WAIT-2"
+    CLOSE_WAIT = "CLOSE-WAIT"
+    CLOSING = "CLOSING"
+    LAST_ACK = "LAST-ACK"
+    TIME_WAIT = "TIME-WAIT"
+
+    @classmethod
+    def from_linux(cls, tcpi_state: int) -> TcpState:
+        """Map Linux ``tcpi_state`` (include/net/tcp_states.h) to the RFC state."""
+        try:
+            return _LINUX_STATES[tcpi_state]
+        except KeyError:
+            raise UsageError(f"unknown Linux TCP state number {tcpi_state}") from None
+
+    @classmethod
+    def parse(cls, name: str) -> TcpState:
+        """Accept RFC ("FIN-WAIT-1"), enum ("FIN_WAIT_1") and Linux ("FIN_WAIT1", "SYN_RECV") spellings."""
+        key = name.strip().upper().replace("-", "_")
+        key = _ALIASES.get(key, key)
+        try:
+            return cls[key]
+        except KeyError:
+            raise UsageError(
+                f"unknown TCP state {name!r}; expected one of {', '.join(s.name for s in cls)}"
+            ) from None
+
+
+_LINUX_STATES: Final = {
+    1: TcpState.ESTABLISHED,
+    2: TcpState.SYN_SENT,
+    3: TcpState.SYN_RECEIVED,
+    4: TcpState.FIN_WAIT_1,
+    5: TcpState.FIN_WAIT_2,
+    6: TcpState.TIME_WAIT,
+    7: TcpState.CLOSED,
+    8: TcpState.CLOSE_WAIT,
+    9: TcpState.LAST_ACK,
+    10: TcpState.LISTEN,
+    11: TcpState.CLOSING,
+    12: TcpState.SYN_RECEIVED,  # TCP_NEW_SYN_RECV: a request sock, SYN-RECEIVED on the wire
+}
+_ALIASES: Final = {
+    "SYN_RECV": "SYN_RECEIVED",
+    "FIN_WAIT1": "FIN_WAIT_1",
+    "FIN_WAIT2": "FIN_WAIT_2",
+    "CLOSE": "CLOSED",
+}
+
+
+class StateEvent(enum.Enum):
+    """What moves the emulated endpoint between states."""
+
+    PASSIVE_OPEN = "passive open"
+    SEND_SYN = "send SYN"
+    RECV_SYN = "receive SYN"
+    SEND_SYN_ACK = "send SYN-ACK"
+    RECV_SYN_ACK = "receive SYN-ACK"
+    SEND_ACK_OF_SYN = "send ACK of SYN"
+    RECV_ACK_OF_SYN = "receive ACK of SYN"
+    SEND_FIN = "send FIN"
+    RECV_FIN = "receive FIN"
+    RECV_ACK_OF_FIN = "receive ACK of FIN"
+    SEND_RST = "send RST"
+    RECV_RST = "receive RST"
+    TIME_WAIT_DONE = "2MSL timeout"
+
+
+S, E = TcpState, StateEvent
+TRANSITIONS: Final[dict[tuple[TcpState, StateEvent], TcpState]] = {
+    (S.CLOSED, E.PASSIVE_OPEN): S.LISTEN,
+    (S.CLOSED, E.SEND_SYN): S.SYN_SENT,
+    (S.LISTEN, E.SEND_SYN): S.SYN_SENT,
+    # The emulator answers a SYN only when the test asks (wait_open), so a
+    # received SYN is recorded and the move happens with the SYN-ACK sent.
+    (S.LISTEN, E.SEND_SYN_ACK): S.SYN_RECEIVED,
+    (S.SYN_SENT, E.RECV_SYN): S.SYN_RECEIVED,  # simultaneous open
+    (S.SYN_SENT, E.SEND_ACK_OF_SYN): S.ESTABLISHED,
+    (S.SYN_RECEIVED, E.RECV_ACK_OF_SYN): S.ESTABLISHED,
+    (S.SYN_RECEIVED, E.SEND_FIN): S.FIN_WAIT_1,
+    (S.ESTABLISHED, E.SEND_FIN): S.FIN_WAIT_1,
+    (S.ESTABLISHED, E.RECV_FIN): S.CLOSE_WAIT,
+    (S.FIN_WAIT_1, E.RECV_ACK_OF_FIN): S.FIN_WAIT_2,
+    (S.FIN_WAIT_1, E.RECV_FIN): S.CLOSING,
+    (S.FIN_WAIT_2, E.RECV_FIN): S.TIME_WAIT,
+    (S.CLOSING, E.RECV_ACK_OF_FIN): S.TIME_WAIT,
+    (S.CLOSE_WAIT, E.SEND_FIN): S.LAST_ACK,
+    (S.LAST_ACK, E.RECV_ACK_OF_FIN): S.CLOSED,
+    (S.TIME_WAIT, E.TIME_WAIT_DONE): S.CLOSED,
+}
+# A reset, sent or accepted, ends every state but CLOSED and LISTEN's wait.
+for _state in TcpState:
+    if _state is not S.CLOSED:
+        TRANSITIONS[(_state, E.SEND_RST)] = S.CLOSED
+        TRANSITIONS[(_state, E.RECV_RST)] = S.CLOSED
+del S, E, _state
+
+
+class Mode(enum.Enum):
+    """SERVER sends nothing until the peer's SYN is answered; CLIENT sends the SYN."""
+
+    SERVER = "server"
+    CLIENT = "client"
+
+
+SERVER: Final = Mode.SERVER
+CLIENT: Final = Mode.CLIENT
+
+
+class Auto(enum.Enum):
+    AUTO = "AUTO"
+
+    def __repr__(self) -> str:
+        return "tcpemu.AUTO"
+
+
+class Quiet(enum.Enum):
+    QUIET = "QUIET"
+
+    def __repr__(self) -> str:
+        return "tcpemu.QUIET"
+
+
+AUTO: Final = Auto.AUTO
+"""seq/ack filled from the connection's state (seq advances the send state)."""
+QUIET: Final = Quiet.QUIET
+"""seq/ack left unfilled: the field is 0 (and for ack, the ACK flag is off)."""
+
+
+class SegmentKind(enum.Enum):
+    """How a received segment relates to what was received before."""
+
+    EXPECTED = "expected"
+    """Starts at next_ackn (or is the peer's first SYN): it moved the receive state."""
+    RETRANSMIT = "retransmit"
+    """Starts before next_ackn: its sequence number was seen already."""
+    OUT_OF_ORDER = "out-of-order"
+    """Starts after next_ackn: a gap lies before it; its data is kept for reassembly."""
+    UNEXPECTED = "unexpected"
+    """No SYN from the peer seen yet, or a SYN with another ISN."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One segment received from the peer, as the test sees it."""
+
+    seq: int
+    ack: int
+    flags: TcpFlags
+    window: int
+    """The window field as on the wire (scaling is not negotiated by this version)."""
+    options: tuple[TcpOption, ...]
+    payload: bytes
+    kind: SegmentKind
+    time: float
+    urgent: int = 0
+
+    @property
+    def retransmit(self) -> bool:
+        return self.kind is SegmentKind.RETRANSMIT
+
+    @property
+    def seq_len(self) -> int:
+        return len(self.payload) + bool(self.flags & TcpFlags.SYN) + bool(self.flags & TcpFlags.FIN)
+
+    @property
+    def mss(self) -> int | None:
+        return self._option_value(OptionKind.MSS)  # type: ignore[return-value]
+
+    @property
+    def timestamps(self) -> tuple[int, int] | None:
+        return self._option_value(OptionKind.TIMESTAMP)  # type: ignore[return-value]
+
+    @property
+    def sack_blocks(self) -> list[tuple[int, int]]:
+        value = self._option_value(OptionKind.SACK)
+        return value if isinstance(value, list) else []
+
+    def _option_value(self, kind: int) -> object | None:
+        for opt in self.options:
+            if opt.kind == kind:
+                return opt.value()
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStatistics:
+    """Counters of one emulated connection."""
+
+    state: TcpState
+    segments_received: int
+    segments_sent: int
+    retransmits_seen: int
+    out_of_order_seen: int
+    unexpected_seen: int
+    queued_messages: int
+    queue_overflows: int
+    stream_overflow_bytes: int
+    rst_ignored: int
+
+
+@dataclass(slots=True)
+class _Counters:
+    segments_received: int = 0
+    segments_sent: int = 0
+    retransmits_seen: int = 0
+    out_of_order_seen: int = 0
+    unexpected_seen: int = 0
+    queue_overflows: int = 0
+    stream_overflow_bytes: int = 0
+    rst_ignored: int = 0
+
+
+@dataclass(slots=True)
+class _OutOfOrder:
+    """Out-of-order data kept until the gap before it fills: seq -> (payload, fin)."""
+
+    pieces: dict[int, tuple[bytes, bool]] = field(default_factory=dict)
+    size: int = 0
+
+
+class ConnectionCore:
+    """One emulated TCP endpoint.
+
+    ``isn`` is the initial send sequence number (the caller draws it from an
+    injected random source).  ``src_port``/``dst_port`` are the local and
+    remote ports; in SERVER mode ``dst_port`` may be None until the SYN.
+    """
+
+    def __init__(
+        self,
+        mode: Mode,
+        *,
+        src_port: int,
+        dst_port: int | None,
+        isn: int,
+        window: int | None = None,
+        mss: int | None = DEFAULT_MSS,
+        max_queue: int = 4096,
+        max_stream: int = 16 * 1024 * 1024,
+        max_out_of_order: int = 4 * 1024 * 1024,
+    ) -> None:
+        if not isinstance(mode, Mode):
+            raise UsageError(f"mode must be tcpemu.SERVER or tcpemu.CLIENT, got {mode!r}")
+        _check_port("local port", src_port)
+        if dst_port is not None:
+            _check_port("remote port", dst_port)
+        elif mode is Mode.CLIENT:
+            raise UsageError("CLIENT mode needs the remote port (remote=(ip, port))")
+        if not 0 <= isn < SEQ_MOD:
+            raise UsageError(f"isn must be a 32-bit sequence number, got {isn}")
+        if window is not None and not 0 <= window <= 0xFFFF:
+            raise UsageError(f"window must be 0..65535 (no window scaling yet), got {window}")
+        if mss is not None and not 0 <= mss <= 0xFFFF:
+            raise UsageError(f"mss must be 0..65535, got {mss}")
+        if max_queue < 1:
+            raise UsageError(f"max_queue must be at least 1, got {max_queue}")
+        self.mode = mode
+        self.src_port = src_port
+        self.dst_port = dst_port
+        self.window = DEFAULT_WINDOW if window is None else window
+        self.mss = mss
+        self.max_queue = max_queue
+        self.max_stream = max_stream
+        self.max_out_of_order = max_out_of_order
+        self.state = TcpState.CLOSED
+        self._apply(StateEvent.PASSIVE_OPEN if mode is Mode.SERVER else None)
+
+        # send side
+        self.iss = isn
+        self.snd_nxt = isn
+        self.snd_una = isn
+        self.last_seqn_sent: int | None = None
+        self.last_ackn_sent: int | None = None
+        self.fin_seq: int | None = None  # sequence number our FIN took
+        self.syn_sent = False
+
+        # receive side
+        self.irs: int | None = None
+        self.rcv_nxt: int | None = None
+        self.last_seqn_got: int | None = None
+        self.last_ackn_got: int | None = None
+        self.last_win_got: int | None = None
+        self.fin_got = False
+        self.rst_got = False
+        self.syn_got = False
+        self.syn_ack_got = False  # the peer's SYN acknowledged ours
+
+        self._queue: deque[Message] = deque()
+        self._stream = bytearray()  # in-order payload not yet read
+        self._read_seq: int | None = None  # sequence number of _stream[0]
+        self._ooo = _OutOfOrder()
+        self._counters = _Counters()
+        self.last_event: StateEvent | None = None
+
+    # ------------------------------------------------------------------ state
+
+    def _apply(self, event: StateEvent | None) -> None:
+        if event is None:
+            return
+        new = TRANSITIONS.get((self.state, event))
+        if new is not None and new is not self.state:
+            log.debug("%s --%s--> %s", self.state.name, event.value, new.name)
+            self.state = new
+        self.last_event = event
+
+    @property
+    def synchronized(self) -> bool:
+        """Both ISNs are known (the handshake's SYNs were exchanged)."""
+        return self.irs is not None and self.syn_sent
+
+    # ------------------------------------------------------------ info (API)
+
+    @property
+    def first_seqn_got(self) -> int | None:
+        return self.irs
+
+    @property
+    def first_seqn_sent(self) -> int | None:
+        return self.iss if self.syn_sent else None
+
+    @property
+    def next_seqn(self) -> int:
+        return self.snd_nxt
+
+    @property
+    def next_ackn(self) -> int | None:
+        return self.rcv_nxt
+
+    def statistics(self) -> ConnectionStatistics:
+        c = self._counters
+        return ConnectionStatistics(
+            state=self.state,
+            segments_received=c.segments_received,
+            segments_sent=c.segments_sent,
+            retransmits_seen=c.retransmits_seen,
+            out_of_order_seen=c.out_of_order_seen,
+            unexpected_seen=c.unexpected_seen,
+            queued_messages=len(self._queue),
+            queue_overflows=c.queue_overflows,
+            stream_overflow_bytes=c.stream_overflow_bytes,
+            rst_ignored=c.rst_ignored,
+        )
+
+    # ------------------------------------------------------------- receiving
+
+    def receive(self, seg: Segment, now: float) -> Message:
+        """Take one segment from the peer; returns the queued :class:`Message`."""
+        c = self._counters
+        c.segments_received += 1
+        flags = seg.flags
+        if self.dst_port is None:
+            self.dst_port = seg.src_port
+        kind = self._classify_and_take(seg)
+        if kind is SegmentKind.RETRANSMIT:
+            c.retransmits_seen += 1
+        elif kind is SegmentKind.OUT_OF_ORDER:
+            c.out_of_order_seen += 1
+        elif kind is SegmentKind.UNEXPECTED:
+            c.unexpected_seen += 1
+
+        if flags & TcpFlags.ACK and kind is not SegmentKind.UNEXPECTED:
+            self._take_ack(seg.ack, flags)
+        if kind is not SegmentKind.UNEXPECTED or flags & TcpFlags.SYN:
+            self.last_win_got = seg.window
+        if flags & TcpFlags.RST:
+            self._take_rst(seg)
+
+        msg = Message(
+            seq=seg.seq,
+            ack=seg.ack,
+            flags=flags,
+            window=seg.window,
+            options=seg.options,
+            payload=seg.payload,
+            kind=kind,
+            time=now,
+            urgent=seg.urgent,
+        )
+        if len(self._queue) >= self.max_queue:
+            # Newest is dropped, as a bounded channel would refuse it; the
+            # receive state above has moved all the same.
+            c.queue_overflows += 1
+            log.warning(
+                "port %d: receive queue full (%d messages), segment seq=%d dropped from the queue "
+                "(%d overflows so far); read with recv_msg/recv_data or raise max_queue",
+                self.src_port,
+                self.max_queue,
+                seg.seq,
+                c.queue_overflows,
+            )
+        else:
+            self._queue.append(msg)
+        return msg
+
+    def _classify_and_take(self, seg: Segment) -> SegmentKind:
+        flags = seg.flags
+        if flags & TcpFlags.SYN:
+            if self.irs is None:
+                self.irs = seg.seq
+                self.rcv_nxt = seq_add(seg.seq, 1)
+                self._read_seq = self.rcv_nxt
+                self.last_seqn_got = seg.seq
+                self.syn_got = True
+                if self.state is TcpState.SYN_SENT and not flags & TcpFlags.ACK:
+                    self._apply(StateEvent.RECV_SYN)
+                elif self.state is TcpState.SYN_SENT:
+                    self.last_event = StateEvent.RECV_SYN_ACK
+                else:
+                    self.last_event = StateEvent.RECV_SYN
+                self._take_in_order(seg.payload, bool(flags & TcpFlags.FIN))
+                return SegmentKind.EXPECTED
+            if seg.seq == self.irs:
+                return SegmentKind.RETRANSMIT
+            return SegmentKind.UNEXPECTED
+        if self.rcv_nxt is None:
+            return SegmentKind.UNEXPECTED
+        d = seq_diff(seg.seq, self.rcv_nxt)
+        seq_len = seg.seq_len
+        if d == 0:
+            if seq_len:
+                self._take_in_order(seg.payload, bool(flags & TcpFlags.FIN))
+            self.last_seqn_got = seg.seq
+            return SegmentKind.EXPECTED
+        if d > 0:
+            if seq_len:
+                self._store_out_of_order(seg)
+            return SegmentKind.OUT_OF_ORDER
+        if d + seq_len > 0:
+            # Starts with bytes we have, ends with new ones: take the new part.
+            self._take_in_order(seg.payload[-d:], bool(flags & TcpFlags.FIN))
+        return SegmentKind.RETRANSMIT
+
+    def _take_in_order(self, payload: bytes, fin: bool) -> None:
+        self._take_data(payload, fin)
+        self._drain_out_of_order()
+
+    def _take_data(self, payload: bytes, fin: bool) -> None:
+        assert self.rcv_nxt is not None
+        if payload:
+            room = self.max_stream - len(self._stream)
+            if len(payload) > room:
+                # The sequence space moves on; only the unread copy is bounded.
+                self._counters.stream_overflow_bytes += len(payload) - room
+                log.warning(
+                    "port %d: %d received bytes not kept, unread stream at its bound of %d bytes",
+                    self.src_port,
+                    len(payload) - room,
+                    self.max_stream,
+                )
+                self._stream += payload[:room]
+            else:
+                self._stream += payload
+            self.rcv_nxt = seq_add(self.rcv_nxt, len(payload))
+        if fin:
+            self.rcv_nxt = seq_add(self.rcv_nxt, 1)
+            self.fin_got = True
+            self._apply(StateEvent.RECV_FIN)
+
+    def _store_out_of_order(self, seg: Segment) -> None:
+        ooo = self._ooo
+        old = ooo.pieces.get(seg.seq)
+        grow = len(seg.payload) - (len(old[0]) if old else 0)
+        if grow <= 0 and not (seg.flags & TcpFlags.FIN and old and not old[1]):
+            return
+        if ooo.size + max(grow, 0) > self.max_out_of_order:
+            self._counters.stream_overflow_bytes += len(seg.payload)
+            log.warning("port %d: out-of-order store full, seq=%d not kept", self.src_port, seg.seq)
+            return
+        ooo.size += max(grow, 0)
+        ooo.pieces[seg.seq] = (seg.payload, bool(seg.flags & TcpFlags.FIN))
+
+    def _drain_out_of_order(self) -> None:
+        """Move stored pieces that now touch next_ackn into the stream."""
+        ooo = self._ooo
+        progressed = True
+        while progressed and ooo.pieces and self.rcv_nxt is not None and not self.fin_got:
+            progressed = False
+            for seq in list(ooo.pieces):
+                payload, fin = ooo.pieces[seq]
+                d = seq_diff(seq, self.rcv_nxt)
+                if d > 0:
+                    continue
+                del ooo.pieces[seq]
+                ooo.size -= len(payload)
+                if d + len(payload) + fin > 0:
+                    # the first -d bytes overlap what is already in order
+                    self._take_data(payload[-d:], fin)
+                    progressed = True
+                    if self.fin_got:
+                        break
+
+    def _take_ack(self, ack: int, flags: TcpFlags) -> None:
+        self.last_ackn_got = ack
+        if not self.syn_sent:
+            return
+        if seq_diff(ack, self.snd_una) > 0 and seq_diff(ack, self.snd_nxt) <= 0:
+            self.snd_una = ack
+        if self.state is TcpState.SYN_RECEIVED and seq_diff(ack, self.iss) > 0:
+            self._apply(StateEvent.RECV_ACK_OF_SYN)
+        if self.state is TcpState.SYN_SENT and ack == seq_add(self.iss, 1):
+            self.syn_ack_got = True
+        if self.fin_seq is not None and seq_diff(ack, self.fin_seq) > 0:
+            if self.state in (TcpState.FIN_WAIT_1, TcpState.CLOSING, TcpState.LAST_ACK):
+                self._apply(StateEvent.RECV_ACK_OF_FIN)
+
+    def _take_rst(self, seg: Segment) -> None:
+        # RFC 9293 3.10.7: in SYN-SENT a RST is acceptable if it acks our SYN;
+        # elsewhere if its seq is in the receive window.
+        if self.state is TcpState.SYN_SENT:
+            ok = bool(seg.flags & TcpFlags.ACK) and seg.ack == self.snd_nxt
+        elif self.rcv_nxt is None:
+            ok = self.state is not TcpState.LISTEN
+        else:
+            d = seq_diff(seg.seq, self.rcv_nxt)
+            ok = 0 <= d < max(self.window, 1)
+        if ok:
+            self.rst_got = True
+            self._apply(StateEvent.RECV_RST)
+        else:
+            self._counters.rst_ignored += 1
+            log.debug("port %d: RST seq=%d outside the window, ignored", self.src_port, seg.seq)
+
+    # ------------------------------------------------------------- the queue
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def peek_message(self, *, skip_retransmits: bool = False) -> Message | None:
+        for msg in self._queue:
+            if not (skip_retransmits and msg.kind is SegmentKind.RETRANSMIT):
+                return msg
+        return None
+
+    def peek_expected(self) -> Message | None:
+        for msg in self._queue:
+            if msg.kind is SegmentKind.EXPECTED:
+                return msg
+        return None
+
+    def pop_message_nowait(self, *, skip_retransmits: bool = False) -> Message:
+        """The oldest queued message (retransmits dropped first if asked); WouldBlock if none."""
+        q = self._queue
+        while q:
+            msg = q.popleft()
+            if skip_retransmits and msg.kind is SegmentKind.RETRANSMIT:
+                continue
+            self._consume(msg)
+            return msg
+        raise WouldBlock("no message queued")
+
+    def _consume(self, msg: Message) -> None:
+        """A message read by itself also reads its in-order bytes from the stream."""
+        if not msg.payload or self._read_seq is None:
+            return
+        d = seq_diff(msg.seq + (1 if msg.flags & TcpFlags.SYN else 0), self._read_seq)
+        end = d + len(msg.payload)
+        if d <= 0 < end:
+            n = min(end, len(self._stream))
+            del self._stream[:n]
+            self._read_seq = seq_add(self._read_seq, n)
+
+    def read_stream(self) -> bytes:
+        """All in-order payload not read yet; the message queue is emptied with it."""
+        data = bytes(self._stream)
+        self._stream.clear()
+        if self._read_seq is not None:
+            self._read_seq = seq_add(self._read_seq, len(data))
+        self._queue.clear()
+        return data
+
+    def stream_available(self) -> int:
+        return len(self._stream)
+
+    # --------------------------------------------------------------- sending
+
+    def send(
+        self,
+        payload: bytes = b"",
+        *,
+        seq: int | Auto | Quiet = AUTO,
+        ack: int | Auto | Quiet = AUTO,
+        flags: TcpFlags | int | None = None,
+        window: int | None = None,
+        options: tuple[TcpOption, ...] | list[TcpOption] | None = None,
+        urgent: int = 0,
+    ) -> Segment:
+        """Make the next segment to send and record it.
+
+        seq: AUTO takes next_seqn and advances it by the segment's length;
+        an int is used as is and advances nothing (see :meth:`update_sent_seq`);
+        QUIET puts 0.  ack: AUTO puts next_ackn (and sets ACK when flags is
+        None and the peer's SYN is known); QUIET puts 0 and clears ACK.
+        flags=None means ACK (when there is something to acknowledge) plus
+        PSH when there is payload.
+        """
+        if self.dst_port is None:
+            raise UsageError("cannot send: the remote port is not known yet (no SYN from the peer)")
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise UsageError(f"payload must be bytes, got {type(payload).__name__}")
+        payload = bytes(payload)
+        if isinstance(ack, Auto):
+            ack_value = self.rcv_nxt
+        elif isinstance(ack, Quiet):
+            ack_value = None
+        else:
+            _check_seq("ack", ack)
+            ack_value = ack
+        if flags is None:
+            f = TcpFlags(0)
+            if ack_value is not None:
+                f |= TcpFlags.ACK
+            if payload:
+                f |= TcpFlags.PSH
+        else:
+            f = TcpFlags(int(flags))
+        if isinstance(ack, Quiet):
+            f &= ~TcpFlags.ACK
+        if isinstance(seq, Auto):
+            seq_value = self.snd_nxt
+        elif isinstance(seq, Quiet):
+            seq_value = 0
+        else:
+            _check_seq("seq", seq)
+            seq_value = seq
+        if options is None:
+            opts: tuple[TcpOption, ...] = ()
+            if f & TcpFlags.SYN and self.mss is not None:
+                opts = (TcpOption.mss(self.mss),)
+        else:
+            opts = tuple(options)
+        win = self.window if window is None else window
+        if not 0 <= win <= 0xFFFF:
+            raise UsageError(f"window must be 0..65535, got {win}")
+        seg = Segment(
+            src_port=self.src_port,
+            dst_port=self.dst_port,
+            seq=seq_value,
+            ack=ack_value or 0,
+            flags=f,
+            window=win,
+            urgent=urgent,
+            options=opts,
+            payload=payload,
+        )
+        self._record_sent(seg, advance=isinstance(seq, Auto))
+        return seg
+
+    def _record_sent(self, seg: Segment, *, advance: bool) -> None:
+        self._counters.segments_sent += 1
+        f = seg.flags
+        self.last_seqn_sent = seg.seq
+        if f & TcpFlags.ACK:
+            self.last_ackn_sent = seg.ack
+        if f & TcpFlags.SYN:
+            self.syn_sent = True
+        if advance:
+            if f & TcpFlags.FIN and self.fin_seq is None:
+                self.fin_seq = seq_add(seg.seq, seg.seq_len - 1)
+            self.snd_nxt = seq_add(self.snd_nxt, seg.seq_len)
+        # State moves for what was sent, whatever numbering the test chose.
+        if f & TcpFlags.RST:
+            self._apply(StateEvent.SEND_RST)
+        elif f & TcpFlags.SYN and f & TcpFlags.ACK:
+            self._apply(StateEvent.SEND_SYN_ACK)
+        elif f & TcpFlags.SYN:
+            self._apply(StateEvent.SEND_SYN)
+        else:
+            if (
+                self.state is TcpState.SYN_SENT
+                and f & TcpFlags.ACK
+                and self.irs is not None
+                and self.syn_ack_got
+            ):
+                self._apply(StateEvent.SEND_ACK_OF_SYN)
+            if f & TcpFlags.FIN:
+                self._apply(StateEvent.SEND_FIN)
+
+    def update_sent_seq(self, new_bytes: int) -> None:
+        """Advance next_seqn by ``new_bytes``, for data sent with an explicit seq."""
+        if new_bytes < 0:
+            raise UsageError(f"update_sent_seq takes a byte count >= 0, got {new_bytes}")
+        self.snd_nxt = seq_add(self.snd_nxt, new_bytes)
+
+    def syn(self) -> Segment:
+        """CLIENT: the SYN that opens the connection."""
+        if self.syn_sent:
+            raise UsageError(f"SYN already sent (state {self.state.name})")
+        return self.send(flags=TcpFlags.SYN, ack=QUIET)
+
+    def syn_ack(self) -> Segment:
+        """SERVER: the SYN-ACK answering the peer's SYN."""
+        if not self.syn_got:
+            raise UsageError(f"no SYN from the peer to answer (state {self.state.name})")
+        if self.syn_sent:
+            raise UsageError(f"SYN-ACK already sent (state {self.state.name})")
+        return self.send(flags=TcpFlags.SYN | TcpFlags.ACK)
+
+    def ack_now(self, ackn: int | None = None) -> Segment:
+        """A pure ACK of next_ackn (or of ``ackn``), seq = next_seqn."""
+        if self.rcv_nxt is None and ackn is None:
+            raise UsageError("nothing to acknowledge: no SYN from the peer yet")
+        return self.send(
+            seq=self.snd_nxt,
+            ack=AUTO if ackn is None else ackn,
+            flags=TcpFlags.ACK,
+        )
+
+    def fin(self) -> Segment:
+        """FIN|ACK at next_seqn."""
+        if not self.synchronized:
+            raise UsageError(f"cannot send FIN before the handshake (state {self.state.name})")
+        return self.send(flags=TcpFlags.FIN | TcpFlags.ACK)
+
+    def rst(self) -> Segment:
+        """RST|ACK at next_seqn."""
+        flags = TcpFlags.RST | (TcpFlags.ACK if self.rcv_nxt is not None else 0)
+        return self.send(flags=flags, seq=self.snd_nxt, ack=AUTO if self.rcv_nxt is not None else QUIET)
+
+    @property
+    def fin_acked(self) -> bool:
+        return self.fin_seq is not None and self.last_ackn_got is not None and (
+            seq_diff(self.snd_una, self.fin_seq) > 0
+        )
+
+
+def _check_port(what: str, port: int) -> None:
+    if not isinstance(port, int) or not 0 < port <= 0xFFFF:
+        raise UsageError(f"{what} must be 1..65535, got {port!r}")
+
+
+def _check_seq(what: str, value: int) -> None:
+    if not isinstance(value, int) or not 0 <= value < SEQ_MOD:
+        raise UsageError(f"{what} must be a 32-bit sequence number (0..2**32-1), AUTO or QUIET, got {value!r}")

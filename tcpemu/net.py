@@ -1,0 +1,193 @@
+"""Network plumbing through pyroute2: namespaces, veth links, addresses,
+neighbour entries, link MACs, offloads and sysctls.
+
+Every function here is synchronous and blocking.  pyroute2's IPRoute runs
+an event loop of its own, so from trio call these inside
+``trio.to_thread.run_sync`` (one call per batch of set-up work).
+"""
+
+from __future__ import annotations
+
+import array
+import fcntl
+import ipaddress
+import os
+import socket
+import struct
+from collections.abc import Iterable
+
+from pyroute2 import NetNS, netns
+
+from ._errors import LabError
+from ._netns import NETNS_RUN_DIR, run_in_netns
+from .wire import IPAddress
+
+__all__ = [
+    "create_netns",
+    "remove_netns",
+    "list_netns",
+    "create_veth",
+    "add_address",
+    "link_up",
+    "link_mac",
+    "link_exists",
+    "neighbour_replace",
+    "neighbour_delete",
+    "neighbours",
+    "set_offloads",
+    "sysctl_write",
+    "sysctl_read",
+    "alien_mac",
+]
+
+NUD_PERMANENT = 0x80
+
+
+def create_netns(name: str) -> None:
+    netns.create(name)
+
+
+def remove_netns(name: str) -> None:
+    netns.remove(name)
+
+
+def list_netns() -> list[str]:
+    if not os.path.isdir(NETNS_RUN_DIR):
+        return []
+    return sorted(netns.listnetns())
+
+
+def _index(ns: NetNS, ifname: str) -> int:
+    found = ns.link_lookup(ifname=ifname)
+    if not found:
+        raise LabError(f"no link {ifname!r} in its namespace")
+    return int(found[0])
+
+
+def create_veth(ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:
+    """A veth pair with end ``if_a`` in ``ns_a`` and ``if_b`` in ``ns_b``."""
+    with NetNS(ns_a) as ns:
+        ns.link("add", ifname=if_a, kind="veth", peer={"ifname": if_b, "net_ns_fd": ns_b})
+
+
+def add_address(ns_name: str, ifname: str, ip: IPAddress, prefixlen: int) -> None:
+    with NetNS(ns_name) as ns:
+        kw = {"nodad": True} if ip.version == 6 else {}
+        ns.addr("add", index=_index(ns, ifname), address=str(ip), prefixlen=prefixlen, **kw)
+
+
+def link_up(ns_name: str, ifname: str) -> None:
+    with NetNS(ns_name) as ns:
+        ns.link("set", index=_index(ns, ifname), state="up")
+
+
+def link_exists(ns_name: str, ifname: str) -> bool:
+    with NetNS(ns_name) as ns:
+        return bool(ns.link_lookup(ifname=ifname))
+
+
+def link_mac(ns_name: str, ifname: str) -> str:
+    with NetNS(ns_name) as ns:
+        link = ns.get_links(_index(ns, ifname))[0]
+        return str(link.get("IFLA_ADDRESS"))
+
+
+def neighbour_replace(ns_name: str, ifname: str, ip: IPAddress, mac: str) -> None:
+    """A permanent neighbour entry ip -> mac on ifname (added or replaced)."""
+    with NetNS(ns_name) as ns:
+        ns.neigh(
+            "replace", dst=str(ip), lladdr=mac, ifindex=_index(ns, ifname), state=NUD_PERMANENT
+        )
+
+
+def neighbour_delete(ns_name: str, ifname: str, ip: IPAddress) -> None:
+    with NetNS(ns_name) as ns:
+        ns.neigh("del", dst=str(ip), ifindex=_index(ns, ifname))
+
+
+def neighbours(ns_name: str, ifname: str | None = None) -> list[tuple[str, str | None, int]]:
+    """(address, MAC or None, NUD state) of each neighbour entry."""
+    with NetNS(ns_name) as ns:
+        kw = {"ifindex": _index(ns, ifname)} if ifname else {}
+        return [
+            (str(n.get("NDA_DST")), n.get("NDA_LLADDR"), int(n["state"]))
+            for n in ns.neigh("dump", **kw)
+        ]
+
+
+# ethtool legacy ioctls (include/uapi/linux/ethtool.h)
+SIOCETHTOOL = 0x8946
+_ETHTOOL_SET = {
+    "rx": 0x15,  # ETHTOOL_SRXCSUM
+    "tx": 0x17,  # ETHTOOL_STXCSUM
+    "sg": 0x19,  # ETHTOOL_SSG
+    "tso": 0x1F,  # ETHTOOL_STSO
+    "gso": 0x24,  # ETHTOOL_SGSO
+    "gro": 0x2C,  # ETHTOOL_SGRO
+}
+_ETHTOOL_GET = {"rx": 0x14, "tx": 0x16, "sg": 0x18, "tso": 0x1E, "gso": 0x23, "gro": 0x2B}
+
+
+def _ethtool(sock: socket.socket, ifname: str, cmd: int, value: int = 0) -> int:
+    data = array.array("I", [cmd, value])
+    addr, _ = data.buffer_info()
+    ifreq = struct.pack("16sP", ifname.encode(), addr) + b"\x00" * 16
+    fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
+    return data[1]
+
+
+def set_offloads(ns_name: str, ifname: str, *, on: bool = False) -> dict[str, bool]:
+    """Switch checksum, SG, TSO, GSO and GRO offloads; returns what the link then reports."""
+
+    def work() -> dict[str, bool]:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            # gro/gso/tso first: they depend on sg and tx checksumming.
+            for feature in ("gro", "gso", "tso", "sg", "tx", "rx") if not on else (
+                "rx", "tx", "sg", "tso", "gso", "gro"
+            ):
+                try:
+                    _ethtool(sock, ifname, _ETHTOOL_SET[feature], int(on))
+                except OSError as exc:
+                    raise LabError(f"ethtool {feature} {'on' if on else 'off'} on {ifname}: {exc}") from exc
+            return {f: bool(_ethtool(sock, ifname, c)) for f, c in _ETHTOOL_GET.items()}
+
+    return run_in_netns(ns_name, work)
+
+
+def _sysctl_path(key: str) -> str:
+    return "/proc/sys/" + key.replace(".", "/")
+
+
+def sysctl_write(ns_name: str, items: Iterable[tuple[str, str]]) -> None:
+    """Write net.* sysctls inside namespace ns_name (/proc/sys/net follows the thread's namespace)."""
+
+    def work() -> None:
+        for key, value in items:
+            if not key.startswith("net."):
+                raise LabError(f"only per-namespace net.* sysctls can be set here, got {key!r}")
+            try:
+                with open(_sysctl_path(key), "w") as f:
+                    f.write(str(value))
+            except OSError as exc:
+                raise LabError(f"sysctl {key}={value!r} in {ns_name}: {exc}") from exc
+
+    run_in_netns(ns_name, work)
+
+
+def sysctl_read(ns_name: str, key: str) -> str:
+    def work() -> str:
+        with open(_sysctl_path(key)) as f:
+            return f.read().strip()
+
+    return run_in_netns(ns_name, work)
+
+
+def alien_mac(rng_bytes: bytes) -> str:
+    """A locally administered unicast MAC from 5 random bytes (02:xx:...)."""
+    if len(rng_bytes) != 5:
+        raise LabError("alien_mac needs 5 random bytes")
+    return ":".join(f"{b:02x}" for b in b"\x02" + rng_bytes)
+
+
+def parse_ip(value: str | IPAddress) -> IPAddress:
+    return value if not isinstance(value, str) else ipaddress.ip_address(value)

@@ -1,0 +1,487 @@
+"""Wire layer: Ethernet/IPv4/IPv6/TCP frames as data, parsed and built.
+
+A parsed :class:`Segment` (TCP fields) and :class:`Frame` (the segment plus
+its Ethernet and IP envelope) are separate from bytes.  Parsers of untrusted
+input are named ``*_untrusted`` and raise only
+:class:`~tcpemu.MalformedFrameError`.  The hot path of the engine uses
+:func:`classify_untrusted` (fixed offsets, ``struct.unpack_from``) and
+:func:`parse_tcp_untrusted`; building goes through dpkt.
+
+Deliberate malformation is applied to encoded bytes, never as a flag here.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import struct
+from array import array
+from dataclasses import dataclass, field
+from typing import Union
+
+import dpkt
+
+from ._errors import MalformedFrameError, UsageError
+
+__all__ = [
+    "TcpFlags",
+    "OptionKind",
+    "TcpOption",
+    "Segment",
+    "Frame",
+    "IPAddress",
+    "ETH_P_IP",
+    "ETH_P_IPV6",
+    "classify_untrusted",
+    "parse_tcp_untrusted",
+    "parse_frame_untrusted",
+    "decode_options_untrusted",
+    "encode_options",
+    "build_frame",
+    "flow_key",
+    "listen_key",
+    "internet_checksum",
+    "tcp_checksum_ok",
+    "ipv4_header_checksum_ok",
+    "parse_mac",
+    "format_mac",
+]
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
+IPPROTO_TCP = 6
+ETH_HLEN = 14
+SEQ_MOD = 1 << 32
+
+
+class TcpFlags(enum.IntFlag):
+    """TCP header flags, including the AE bit (formerly NS, RFC 3540/AccECN)."""
+
+    FIN = 0x001
+    SYN = 0x002
+    RST = 0x004
+    PSH = 0x008
+    ACK = 0x010
+    URG = 0x020
+    ECE = 0x040
+    CWR = 0x080
+    AE = 0x100
+
+    def short(self) -> str:
+        """tcpdump-style letters: ``S.`` for SYN|ACK, ``P.`` for PSH|ACK, ``.`` for ACK."""
+        letters = "".join(
+            ch
+            for bit, ch in (
+                (TcpFlags.SYN, "S"),
+                (TcpFlags.FIN, "F"),
+                (TcpFlags.RST, "R"),
+                (TcpFlags.PSH, "P"),
+                (TcpFlags.URG, "U"),
+                (TcpFlags.ECE, "E"),
+                (TcpFlags.CWR, "W"),
+                (TcpFlags.AE, "A"),
+            )
+            if self & bit
+        )
+        if self & TcpFlags.ACK:
+            letters += "."
+        return letters or "none"
+
+
+class OptionKind(enum.IntEnum):
+    EOL = 0
+    NOP = 1
+    MSS = 2
+    WSCALE = 3
+    SACK_PERMITTED = 4
+    SACK = 5
+    TIMESTAMP = 8
+
+
+@dataclass(frozen=True, slots=True)
+class TcpOption:
+    """One TCP option as on the wire: its kind and the bytes after kind/length.
+
+    EOL and NOP have no length byte; their ``data`` is empty.
+    """
+
+    kind: int
+    data: bytes = b""
+
+    @classmethod
+    def mss(cls, value: int) -> TcpOption:
+        return cls(OptionKind.MSS, struct.pack("!H", value))
+
+    @classmethod
+    def wscale(cls, shift: int) -> TcpOption:
+        return cls(OptionKind.WSCALE, bytes([shift]))
+
+    @classmethod
+    def sack_permitted(cls) -> TcpOption:
+        return cls(OptionKind.SACK_PERMITTED)
+
+    @classmethod
+    def timestamps(cls, tsval: int, tsecr: int) -> TcpOption:
+        return cls(OptionKind.TIMESTAMP, struct.pack("!II", tsval, tsecr))
+
+    @classmethod
+    def sack(cls, blocks: list[tuple[int, int]]) -> TcpOption:
+        return cls(OptionKind.SACK, b"".join(struct.pack("!II", a, b) for a, b in blocks))
+
+    def value(self) -> object:
+        """The decoded value for known kinds with the right length, else the raw bytes."""
+        kind, data = self.kind, self.data
+        if kind == OptionKind.MSS and len(data) == 2:
+            return struct.unpack("!H", data)[0]
+        if kind == OptionKind.WSCALE and len(data) == 1:
+            return data[0]
+        if kind == OptionKind.TIMESTAMP and len(data) == 8:
+            return struct.unpack("!II", data)
+        if kind == OptionKind.SACK and len(data) % 8 == 0:
+            return [struct.unpack_from("!II", data, i) for i in range(0, len(data), 8)]
+        if kind == OptionKind.SACK_PERMITTED and not data:
+            return True
+        return data
+
+    def __str__(self) -> str:
+        try:
+            name = OptionKind(self.kind).name.lower()
+        except ValueError:
+            name = f"opt{self.kind}"
+        if self.kind in (OptionKind.EOL, OptionKind.NOP, OptionKind.SACK_PERMITTED):
+            return {0: "eol", 1: "nop", 4: "sackOK"}[self.kind]
+        value = self.value()
+        if self.kind == OptionKind.TIMESTAMP and isinstance(value, tuple):
+            return f"TS val {value[0]} ecr {value[1]}"
+        if self.kind == OptionKind.SACK and isinstance(value, list):
+            return "sack " + " ".join(f"{a}:{b}" for a, b in value)
+        if isinstance(value, bytes):
+            return f"{name} {value.hex() or '-'}"
+        return f"{name} {value}"
+
+
+def encode_options(options: tuple[TcpOption, ...] | list[TcpOption]) -> bytes:
+    """Options to bytes, padded with EOL to a multiple of 4 (the data offset unit)."""
+    out = bytearray()
+    for opt in options:
+        if opt.kind in (OptionKind.EOL, OptionKind.NOP):
+            out.append(opt.kind)
+        else:
+            if len(opt.data) > 253:
+                raise UsageError(f"option kind {opt.kind}: {len(opt.data)} data bytes do not fit")
+            out += bytes([opt.kind, len(opt.data) + 2]) + opt.data
+    out += b"\x00" * (-len(out) % 4)
+    if len(out) > 40:
+        raise UsageError(f"options take {len(out)} bytes; a TCP header holds at most 40")
+    return bytes(out)
+
+
+def decode_options_untrusted(buf: bytes | memoryview) -> tuple[TcpOption, ...]:
+    """Parse the option bytes of a TCP header; stops at EOL."""
+    opts: list[TcpOption] = []
+    i, n = 0, len(buf)
+    while i < n:
+        kind = buf[i]
+        if kind == OptionKind.EOL:
+            break
+        if kind == OptionKind.NOP:
+            opts.append(TcpOption(OptionKind.NOP))
+            i += 1
+            continue
+        if i + 1 >= n:
+            raise MalformedFrameError("tcp-option", f"option kind {kind} at {i} has no length byte")
+        length = buf[i + 1]
+        if length < 2 or i + length > n:
+            raise MalformedFrameError(
+                "tcp-option", f"option kind {kind} at {i} has length {length}, {n - i} bytes left"
+            )
+        opts.append(TcpOption(kind, bytes(buf[i + 2 : i + length])))
+        i += length
+    return tuple(opts)
+
+
+@dataclass(slots=True)
+class Segment:
+    """The TCP part of a frame, without bytes of its own.
+
+    ``data_offset`` is None when building (computed from the options); a
+    parsed segment carries the value from the wire, as does ``checksum``.
+    """
+
+    src_port: int
+    dst_port: int
+    seq: int
+    ack: int
+    flags: TcpFlags
+    window: int
+    urgent: int = 0
+    options: tuple[TcpOption, ...] = ()
+    payload: bytes = b""
+    data_offset: int | None = None
+    checksum: int | None = None
+
+    @property
+    def seq_len(self) -> int:
+        """Sequence space taken: payload plus one for SYN and one for FIN."""
+        return (
+            len(self.payload)
+            + (1 if self.flags & TcpFlags.SYN else 0)
+            + (1 if self.flags & TcpFlags.FIN else 0)
+        )
+
+    def option(self, kind: int) -> TcpOption | None:
+        for opt in self.options:
+            if opt.kind == kind:
+                return opt
+        return None
+
+
+@dataclass(slots=True)
+class Frame:
+    """A whole Ethernet frame carrying one TCP segment over IPv4 or IPv6."""
+
+    src_mac: bytes
+    dst_mac: bytes
+    src_ip: IPAddress
+    dst_ip: IPAddress
+    segment: Segment
+    ttl: int = 64
+    tos: int = 0
+    ip_id: int = 0
+    df: bool = True
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def version(self) -> int:
+        return self.src_ip.version
+
+
+_ETHERTYPE = struct.Struct("!H")
+_PORTS = struct.Struct("!HH")
+_TCP_HDR = struct.Struct("!HHIIHHHH")
+
+
+def classify_untrusted(buf: bytes | memoryview) -> tuple[bytes, bytes, int, int]:
+    """Fixed-offset look at a frame, for dispatch before any full parse.
+
+    Returns ``(flow_key, listen_key, tcp_start, tcp_end)``: flow_key is
+    src ip + dst ip + src port + dst port as bytes (see :func:`flow_key`),
+    listen_key is dst ip + dst port (see :func:`listen_key`), and the TCP
+    header starts at ``tcp_start``, the IP payload ends at ``tcp_end``.
+    """
+    n = len(buf)
+    if n < ETH_HLEN + 20:
+        raise MalformedFrameError("truncated", f"{n} bytes, too short for Ethernet and IP headers")
+    (ethertype,) = _ETHERTYPE.unpack_from(buf, 12)
+    if ethertype == ETH_P_IP:
+        vihl = buf[14]
+        if vihl >> 4 != 4:
+            raise MalformedFrameError("ip-version", f"ethertype IPv4 but version {vihl >> 4}")
+        ihl = (vihl & 0x0F) * 4
+        if ihl < 20:
+            raise MalformedFrameError("ip-header-length", f"IHL {ihl} < 20")
+        total = (buf[16] << 8) | buf[17]
+        if total < ihl or ETH_HLEN + total > n:
+            raise MalformedFrameError(
+                "ip-length", f"IPv4 total length {total} with IHL {ihl}, {n - ETH_HLEN} bytes present"
+            )
+        if buf[23] != IPPROTO_TCP:
+            raise MalformedFrameError("not-tcp", f"IP protocol {buf[23]}")
+        if ((buf[20] << 8) | buf[21]) & 0x3FFF:
+            raise MalformedFrameError("ip-fragment", "IPv4 fragment (reassembly not implemented)")
+        start = ETH_HLEN + ihl
+        end = ETH_HLEN + total
+        addrs = bytes(buf[26:34])
+        dst = addrs[4:]
+    elif ethertype == ETH_P_IPV6:
+        if n < ETH_HLEN + 40:
+            raise MalformedFrameError("truncated", f"{n} bytes, too short for an IPv6 header")
+        if buf[14] >> 4 != 6:
+            raise MalformedFrameError("ip-version", f"ethertype IPv6 but version {buf[14] >> 4}")
+        if buf[20] != IPPROTO_TCP:
+            raise MalformedFrameError(
+                "not-tcp", f"IPv6 next header {buf[20]} (extension headers not implemented)"
+            )
+        plen = (buf[18] << 8) | buf[19]
+        start = ETH_HLEN + 40
+        end = start + plen
+        if end > n:
+            raise MalformedFrameError(
+                "ip-length", f"IPv6 payload length {plen}, {n - start} bytes present"
+            )
+        addrs = bytes(buf[22:54])
+        dst = addrs[16:]
+    else:
+        raise MalformedFrameError("not-ip", f"ethertype 0x{ethertype:04x}")
+    if end - start < 20:
+        raise MalformedFrameError("truncated", f"{end - start} bytes of TCP, header needs 20")
+    ports = bytes(buf[start : start + 4])
+    return addrs + ports, dst + ports[2:], start, end
+
+
+def parse_tcp_untrusted(buf: bytes | memoryview, start: int, end: int) -> Segment:
+    """Parse the TCP header and payload in ``buf[start:end]``."""
+    if end - start < 20:
+        raise MalformedFrameError("truncated", f"{end - start} bytes of TCP, header needs 20")
+    sport, dport, seq, ack, off_flags, window, checksum, urgent = _TCP_HDR.unpack_from(buf, start)
+    doff = (off_flags >> 12) * 4
+    if doff < 20:
+        raise MalformedFrameError("tcp-data-offset", f"data offset {doff} < 20")
+    if start + doff > end:
+        raise MalformedFrameError(
+            "tcp-data-offset", f"data offset {doff} past the {end - start} bytes of the segment"
+        )
+    options = decode_options_untrusted(buf[start + 20 : start + doff]) if doff > 20 else ()
+    return Segment(
+        src_port=sport,
+        dst_port=dport,
+        seq=seq,
+        ack=ack,
+        flags=TcpFlags(off_flags & 0x1FF),
+        window=window,
+        urgent=urgent,
+        options=options,
+        payload=bytes(buf[start + doff : end]),
+        data_offset=doff,
+        checksum=checksum,
+    )
+
+
+def parse_frame_untrusted(buf: bytes | memoryview) -> Frame:
+    """Parse a whole Ethernet/IP/TCP frame."""
+    _, _, start, end = classify_untrusted(buf)
+    seg = parse_tcp_untrusted(buf, start, end)
+    if buf[12] == 0x08:
+        src_ip: IPAddress = ipaddress.IPv4Address(bytes(buf[26:30]))
+        dst_ip: IPAddress = ipaddress.IPv4Address(bytes(buf[30:34]))
+        ttl, tos = buf[22], buf[15]
+        (ip_id,) = struct.unpack_from("!H", buf, 18)
+        df = bool(buf[20] & 0x40)
+    else:
+        src_ip = ipaddress.IPv6Address(bytes(buf[22:38]))
+        dst_ip = ipaddress.IPv6Address(bytes(buf[38:54]))
+        ttl = buf[21]
+        tos = ((buf[14] & 0x0F) << 4) | (buf[15] >> 4)
+        ip_id, df = 0, False
+    return Frame(
+        src_mac=bytes(buf[6:12]),
+        dst_mac=bytes(buf[0:6]),
+        src_ip=src_ip,
+        dst_ip=dst_ip,
+        segment=seg,
+        ttl=ttl,
+        tos=tos,
+        ip_id=ip_id,
+        df=df,
+    )
+
+
+def build_frame(frame: Frame) -> bytes:
+    """Encode a frame with correct IP and TCP checksums (built with dpkt)."""
+    seg = frame.segment
+    opts = encode_options(seg.options)
+    tcp = dpkt.tcp.TCP(
+        sport=seg.src_port,
+        dport=seg.dst_port,
+        seq=seg.seq % SEQ_MOD,
+        ack=seg.ack % SEQ_MOD,
+        flags=int(seg.flags) & 0x1FF,
+        win=seg.window,
+        urp=seg.urgent,
+        off=(20 + len(opts)) // 4,
+        opts=opts,
+        data=seg.payload,
+    )
+    if frame.src_ip.version != frame.dst_ip.version:
+        raise UsageError(f"source {frame.src_ip} and destination {frame.dst_ip} differ in IP version")
+    if frame.src_ip.version == 4:
+        ip: dpkt.Packet = dpkt.ip.IP(
+            src=frame.src_ip.packed,
+            dst=frame.dst_ip.packed,
+            p=IPPROTO_TCP,
+            ttl=frame.ttl,
+            tos=frame.tos,
+            id=frame.ip_id,
+            df=1 if frame.df else 0,
+            data=tcp,
+        )
+        ethertype = ETH_P_IP
+    else:
+        ip = dpkt.ip6.IP6(
+            src=frame.src_ip.packed,
+            dst=frame.dst_ip.packed,
+            nxt=IPPROTO_TCP,
+            hlim=frame.ttl,
+            fc=frame.tos,
+            data=tcp,
+        )
+        ethertype = ETH_P_IPV6
+    eth = dpkt.ethernet.Ethernet(src=frame.src_mac, dst=frame.dst_mac, type=ethertype, data=ip)
+    return bytes(eth)
+
+
+def flow_key(src_ip: IPAddress, src_port: int, dst_ip: IPAddress, dst_port: int) -> bytes:
+    """The key :func:`classify_untrusted` computes for a frame from src to dst."""
+    return src_ip.packed + dst_ip.packed + _PORTS.pack(src_port, dst_port)
+
+
+def listen_key(dst_ip: IPAddress, dst_port: int) -> bytes:
+    """The listen key :func:`classify_untrusted` computes for a frame to dst."""
+    return dst_ip.packed + struct.pack("!H", dst_port)
+
+
+def internet_checksum(data: bytes | memoryview) -> int:
+    """RFC 1071 ones' complement sum, folded and complemented."""
+    if len(data) % 2:
+        data = bytes(data) + b"\x00"
+    words = array("H", bytes(data))
+    total = sum(words)
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    # array("H") reads host order; the ones' complement sum is byte-order
+    # independent as long as the result is swapped back the same way.
+    result = ~total & 0xFFFF
+    return int.from_bytes(result.to_bytes(2, "little" if _LITTLE else "big"), "big")
+
+
+_LITTLE = array("H", b"\x01\x00")[0] == 1
+
+
+def tcp_checksum_ok(buf: bytes | memoryview) -> bool:
+    """True when the TCP checksum of an Ethernet frame is right (IPv4 or IPv6)."""
+    _, _, start, end = classify_untrusted(buf)
+    tcp = bytes(buf[start:end])
+    if buf[12] == 0x08:
+        pseudo = bytes(buf[26:34]) + struct.pack("!BBH", 0, IPPROTO_TCP, len(tcp))
+    else:
+        pseudo = bytes(buf[22:54]) + struct.pack("!IxxxB", len(tcp), IPPROTO_TCP)
+    return internet_checksum(pseudo + tcp) == 0
+
+
+def ipv4_header_checksum_ok(buf: bytes | memoryview) -> bool:
+    """True when the IPv4 header checksum of an Ethernet frame is right."""
+    _, _, start, _ = classify_untrusted(buf)
+    if buf[12] != 0x08:
+        raise UsageError("ipv4_header_checksum_ok: not an IPv4 frame")
+    return internet_checksum(buf[ETH_HLEN:start]) == 0
+
+
+def parse_mac(mac: str | bytes) -> bytes:
+    """``"02:00:00:00:00:01"`` (or 6 bytes) to 6 bytes; a clear error otherwise."""
+    if isinstance(mac, bytes):
+        if len(mac) != 6:
+            raise UsageError(f"MAC address must be 6 bytes, got {len(mac)}")
+        return mac
+    parts = mac.split(":")
+    try:
+        if len(parts) != 6:
+            raise ValueError
+        return bytes(int(p, 16) for p in parts)
+    except ValueError:
+        raise UsageError(f"not a MAC address: {mac!r} (expected six hex octets like 02:00:5e:00:00:01)") from None
+
+
+def format_mac(mac: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in mac)
