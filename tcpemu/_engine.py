@@ -251,6 +251,17 @@ class Connection:
         self._engine._send_segment(self, seg, note)
         return seg
 
+    async def wait_until(
+        self, predicate: Callable[[Connection], bool], *, timeout: float | None = None, what: str = ""
+    ) -> None:
+        """Wait until ``predicate(conn)`` is true; it is checked after every segment received.
+
+        For conditions the other calls do not name, e.g.
+        ``await conn.wait_until(lambda c: c.statistics().retransmits_seen >= 2, timeout=3)``.
+        """
+        label = f"wait_until ({what or getattr(predicate, '__name__', 'condition')})"
+        await self._wait(label, timeout, lambda: True if predicate(self) else None)
+
     # ------------------------------------------------------------- handshake
 
     async def wait_open(self, timeout: float | None = None) -> None:
@@ -258,6 +269,8 @@ class Connection:
 
         Nothing is sent before this is called, which is how a test holds the
         peer in SYN-SENT or SYN-RECEIVED.  Returns at once if already open.
+        The handshake's SYN and pure ACK segments leave the receive queue;
+        data that came with them stays.
         """
         what = "wait_open"
         core = self.core
@@ -279,6 +292,8 @@ class Connection:
 
         waiting = "the peer's SYN" if core.mode is Mode.SERVER else "the peer's SYN-ACK"
         await self._wait(f"{what} (waiting for {waiting}, then its ACK)", timeout, step)
+        # the handshake's own segments are not messages for the test to read
+        core.discard_handshake()
 
     # --------------------------------------------------------------- receive
 

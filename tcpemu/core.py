@@ -612,6 +612,17 @@ class ConnectionCore:
                 return msg
         return None
 
+    def discard_handshake(self) -> int:
+        """Drop queued SYNs and pure ACKs: what the handshake consumed.  Returns how many."""
+        keep = deque(
+            m
+            for m in self._queue
+            if not (m.flags & TcpFlags.SYN or (not m.payload and m.flags & _HANDSHAKE_ONLY == TcpFlags.ACK))
+        )
+        dropped = len(self._queue) - len(keep)
+        self._queue = keep
+        return dropped
+
     def pop_message_nowait(self, *, skip_retransmits: bool = False) -> Message:
         """The oldest queued message (retransmits dropped first if asked); WouldBlock if none."""
         q = self._queue
@@ -796,6 +807,9 @@ class ConnectionCore:
         return self.fin_seq is not None and self.last_ackn_got is not None and (
             seq_diff(self.snd_una, self.fin_seq) > 0
         )
+
+
+_HANDSHAKE_ONLY: Final = TcpFlags.ACK | TcpFlags.FIN | TcpFlags.RST | TcpFlags.SYN | TcpFlags.URG
 
 
 def _check_port(what: str, port: int) -> None:

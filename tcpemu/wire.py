@@ -413,6 +413,7 @@ def build_frame(frame: Frame) -> bytes:
             src=frame.src_ip.packed,
             dst=frame.dst_ip.packed,
             nxt=IPPROTO_TCP,
+            plen=20 + len(opts) + len(seg.payload),
             hlim=frame.ttl,
             fc=frame.tos,
             data=tcp,

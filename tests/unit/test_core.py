@@ -1,0 +1,458 @@
+"""The sans-IO core, grouped by TCP state, with small builders (no network, explicit now)."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tcpemu import AUTO, CLIENT, QUIET, SERVER, SegmentKind, TcpState, UsageError, WouldBlock
+from tcpemu.core import TRANSITIONS, ConnectionCore, StateEvent, seq_add, seq_diff
+from tcpemu.wire import OptionKind, Segment, TcpFlags, TcpOption
+
+ISS = 1_000
+IRS = 5_000
+A, S, F, R, P = TcpFlags.ACK, TcpFlags.SYN, TcpFlags.FIN, TcpFlags.RST, TcpFlags.PSH
+
+
+def seg(seq: int, ack: int = 0, flags: TcpFlags = A, payload: bytes = b"", window: int = 1000, **kw) -> Segment:
+    """A segment from the peer (port 40000) to the emulator (port 20000)."""
+    return Segment(40000, 20000, seq, ack, flags, window, payload=payload, **kw)
+
+
+def expect(core: ConnectionCore, now: float, s: Segment, kind: SegmentKind) -> None:
+    msg = core.receive(s, now)
+    assert msg.kind is kind, f"{s} classified {msg.kind}, expected {kind}"
+
+
+def expect_nothing_queued(core: ConnectionCore) -> None:
+    with pytest.raises(WouldBlock):
+        core.pop_message_nowait()
+
+
+def listen() -> ConnectionCore:
+    return ConnectionCore(SERVER, src_port=20000, dst_port=None, isn=ISS)
+
+
+def syn_received() -> ConnectionCore:
+    core = listen()
+    core.receive(seg(IRS, flags=S, options=(TcpOption.mss(1460),)), 0.0)
+    core.syn_ack()
+    return core
+
+
+@pytest.fixture
+def established() -> ConnectionCore:
+    core = syn_received()
+    core.receive(seg(IRS + 1, ISS + 1), 0.1)
+    core.read_stream()  # empty the queue: tests start from a clean slate
+    assert core.state is TcpState.ESTABLISHED
+    return core
+
+
+# ------------------------------------------------------------------ LISTEN
+
+
+class TestListen:
+    def test_starts_in_listen_and_sends_nothing(self):
+        core = listen()
+        assert core.state is TcpState.LISTEN
+        assert core.first_seqn_sent is None and core.next_ackn is None
+        assert core.statistics().segments_sent == 0
+
+    def test_syn_is_recorded_but_answered_only_on_request(self):
+        core = listen()
+        expect(core, 0.0, seg(IRS, flags=S), SegmentKind.EXPECTED)
+        assert core.state is TcpState.LISTEN
+        assert (core.first_seqn_got, core.next_ackn, core.dst_port) == (IRS, IRS + 1, 40000)
+        out = core.syn_ack()
+        assert out.flags == S | A and out.seq == ISS and out.ack == IRS + 1
+        assert out.option(OptionKind.MSS).value() == 1460
+        assert core.state is TcpState.SYN_RECEIVED and core.next_seqn == ISS + 1
+
+    def test_syn_ack_without_syn_is_local_misuse(self):
+        with pytest.raises(UsageError, match="no SYN from the peer"):
+            listen().syn_ack()
+
+    def test_send_before_remote_port_known_raises(self):
+        with pytest.raises(UsageError, match="remote port is not known"):
+            listen().send(b"x")
+
+    def test_segments_before_syn_are_unexpected(self):
+        core = listen()
+        expect(core, 0.0, seg(IRS, 7), SegmentKind.UNEXPECTED)
+        assert core.next_ackn is None and core.last_ackn_got is None
+        assert core.statistics().unexpected_seen == 1
+
+    def test_retransmitted_syn_is_flagged(self):
+        core = listen()
+        core.receive(seg(IRS, flags=S), 0.0)
+        expect(core, 1.0, seg(IRS, flags=S), SegmentKind.RETRANSMIT)
+        expect(core, 1.0, seg(IRS + 99, flags=S), SegmentKind.UNEXPECTED)
+        assert core.next_ackn == IRS + 1
+
+
+# ------------------------------------------------------------- SYN-SENT
+
+
+class TestSynSent:
+    def client(self) -> ConnectionCore:
+        core = ConnectionCore(CLIENT, src_port=20000, dst_port=40000, isn=ISS)
+        out = core.syn()
+        assert out.flags == S and out.seq == ISS and out.ack == 0
+        return core
+
+    def test_syn_moves_to_syn_sent(self):
+        core = self.client()
+        assert core.state is TcpState.SYN_SENT
+        assert core.first_seqn_sent == ISS and core.next_seqn == ISS + 1
+        with pytest.raises(UsageError, match="already sent"):
+            core.syn()
+
+    def test_client_needs_remote_port(self):
+        with pytest.raises(UsageError, match="CLIENT mode needs the remote port"):
+            ConnectionCore(CLIENT, src_port=1, dst_port=None, isn=0)
+
+    def test_syn_ack_then_our_ack_establishes(self):
+        core = self.client()
+        core.receive(seg(IRS, ISS + 1, S | A), 0.0)
+        assert core.syn_ack_got and core.state is TcpState.SYN_SENT
+        ack = core.ack_now()
+        assert (ack.seq, ack.ack, ack.flags) == (ISS + 1, IRS + 1, A)
+        assert core.state is TcpState.ESTABLISHED
+
+    def test_syn_ack_with_wrong_ack_does_not_complete(self):
+        core = self.client()
+        core.receive(seg(IRS, ISS + 7, S | A), 0.0)
+        assert not core.syn_ack_got
+
+    def test_acceptable_rst_closes(self):
+        core = self.client()
+        core.receive(seg(0, ISS + 1, R | A), 0.0)
+        assert core.rst_got and core.state is TcpState.CLOSED
+
+    def test_rst_not_acking_our_syn_is_ignored(self):
+        core = self.client()
+        core.receive(seg(0, ISS + 5, R | A), 0.0)
+        assert not core.rst_got and core.state is TcpState.SYN_SENT
+        assert core.statistics().rst_ignored == 1
+
+    def test_simultaneous_open(self):
+        core = self.client()
+        core.receive(seg(IRS, flags=S), 0.0)
+        assert core.state is TcpState.SYN_RECEIVED
+        core.send(seq=ISS, flags=S | A)
+        core.receive(seg(IRS + 1, ISS + 1), 0.1)
+        assert core.state is TcpState.ESTABLISHED
+
+
+# --------------------------------------------------------- SYN-RECEIVED
+
+
+class TestSynReceived:
+    def test_ack_of_syn_establishes(self):
+        core = syn_received()
+        core.receive(seg(IRS + 1, ISS + 1), 0.1)
+        assert core.state is TcpState.ESTABLISHED and core.last_ackn_got == ISS + 1
+
+    def test_fin_from_syn_received(self):
+        core = syn_received()
+        core.fin()
+        assert core.state is TcpState.FIN_WAIT_1
+
+
+# ---------------------------------------------------------- ESTABLISHED
+
+
+class TestNumbering:
+    def test_auto_seq_advances_and_auto_ack_is_next_ackn(self, established):
+        out = established.send(b"abc")
+        assert (out.seq, out.ack, out.flags) == (ISS + 1, IRS + 1, A | P)
+        assert established.next_seqn == ISS + 4
+        assert (established.last_seqn_sent, established.last_ackn_sent) == (ISS + 1, IRS + 1)
+
+    def test_explicit_seq_does_not_advance_until_update_sent_seq(self, established):
+        out = established.send(b"abc", seq=ISS + 100)
+        assert out.seq == ISS + 100 and established.next_seqn == ISS + 1
+        established.update_sent_seq(3)
+        assert established.next_seqn == ISS + 4
+        with pytest.raises(UsageError):
+            established.update_sent_seq(-1)
+
+    def test_quiet_seq_and_ack(self, established):
+        out = established.send(b"x", seq=QUIET, ack=QUIET)
+        assert out.seq == 0 and out.ack == 0 and not out.flags & A
+        assert established.next_seqn == ISS + 1
+
+    def test_explicit_ack_and_flags_are_used_as_given(self, established):
+        out = established.send(ack=77, flags=F | R | TcpFlags.URG, window=0, urgent=5)
+        assert (out.ack, out.flags, out.window, out.urgent) == (77, F | R | TcpFlags.URG, 0, 5)
+
+    def test_bad_numbers_are_usage_errors(self, established):
+        with pytest.raises(UsageError, match="32-bit"):
+            established.send(seq=-1)
+        with pytest.raises(UsageError, match="32-bit"):
+            established.send(ack=1 << 32)
+        with pytest.raises(UsageError, match="window"):
+            established.send(window=70000)
+        with pytest.raises(UsageError, match="payload must be bytes"):
+            established.send("text")  # type: ignore[arg-type]
+
+    def test_auto_values_after_receiving(self, established):
+        established.receive(seg(IRS + 1, ISS + 1, A | P, b"hello"), 1.0)
+        assert established.send(b"").ack == IRS + 6
+
+    def test_seq_wraps_around(self):
+        core = ConnectionCore(SERVER, src_port=1, dst_port=2, isn=(1 << 32) - 2)
+        core.receive(seg((1 << 32) - 1, flags=S), 0.0)
+        core.syn_ack()
+        assert core.next_seqn == (1 << 32) - 1 and core.next_ackn == 0
+        core.receive(seg(0, (1 << 32) - 1, A | P, b"abcd"), 0.1)
+        assert core.next_ackn == 4 and core.read_stream() == b"abcd"
+        out = core.send(b"xy")
+        assert out.seq == (1 << 32) - 1 and core.next_seqn == 1
+
+
+class TestReceive:
+    def test_expected_data_moves_the_receive_state(self, established):
+        expect(established, 1.0, seg(IRS + 1, ISS + 1, A | P, b"abc", window=777), SegmentKind.EXPECTED)
+        assert established.next_ackn == IRS + 4
+        assert established.last_seqn_got == IRS + 1
+        assert established.last_win_got == 777
+        assert established.read_stream() == b"abc"
+
+    def test_retransmit_is_queued_flagged_and_moves_nothing(self, established):
+        established.receive(seg(IRS + 1, ISS + 1, A, b"abc"), 1.0)
+        expect(established, 2.0, seg(IRS + 1, ISS + 1, A, b"abc"), SegmentKind.RETRANSMIT)
+        assert established.next_ackn == IRS + 4 and established.last_seqn_got == IRS + 1
+        assert established.statistics().retransmits_seen == 1
+        assert [m.kind for m in (established.pop_message_nowait(), established.pop_message_nowait())] == [
+            SegmentKind.EXPECTED,
+            SegmentKind.RETRANSMIT,
+        ]
+
+    def test_skip_retransmits(self, established):
+        established.receive(seg(IRS + 1, ISS + 1, A, b"abc"), 1.0)
+        established.receive(seg(IRS + 1, ISS + 1, A, b"abc"), 2.0)
+        established.receive(seg(IRS + 4, ISS + 1, A, b"def"), 3.0)
+        first = established.pop_message_nowait(skip_retransmits=True)
+        second = established.pop_message_nowait(skip_retransmits=True)
+        assert (first.payload, second.payload) == (b"abc", b"def")
+        expect_nothing_queued(established)
+
+    def test_out_of_order_is_kept_and_reassembled(self, established):
+        expect(established, 1.0, seg(IRS + 4, ISS + 1, A, b"def"), SegmentKind.OUT_OF_ORDER)
+        assert established.next_ackn == IRS + 1
+        expect(established, 2.0, seg(IRS + 1, ISS + 1, A, b"abc"), SegmentKind.EXPECTED)
+        assert established.next_ackn == IRS + 7
+        assert established.read_stream() == b"abcdef"
+
+    def test_partial_overlap_takes_only_the_new_bytes(self, established):
+        established.receive(seg(IRS + 1, ISS + 1, A, b"abc"), 1.0)
+        expect(established, 2.0, seg(IRS + 2, ISS + 1, A, b"bcde"), SegmentKind.RETRANSMIT)
+        assert established.next_ackn == IRS + 6
+        assert established.read_stream() == b"abcde"
+
+    def test_overlapping_out_of_order_pieces(self, established):
+        established.receive(seg(IRS + 3, ISS + 1, A, b"cdef"), 1.0)
+        established.receive(seg(IRS + 5, ISS + 1, A, b"efgh"), 1.0)
+        established.receive(seg(IRS + 1, ISS + 1, A, b"ab"), 1.0)
+        assert established.read_stream() == b"abcdefgh"
+        assert established.next_ackn == IRS + 9
+
+    def test_pure_ack_in_order_is_expected(self, established):
+        established.send(b"xyz")
+        expect(established, 1.0, seg(IRS + 1, ISS + 4), SegmentKind.EXPECTED)
+        assert established.last_ackn_got == ISS + 4 and established.snd_una == ISS + 4
+
+    def test_ack_beyond_snd_nxt_does_not_move_snd_una(self, established):
+        established.receive(seg(IRS + 1, ISS + 999), 1.0)
+        assert established.last_ackn_got == ISS + 999 and established.snd_una == ISS + 1
+
+    def test_queue_overflow_is_counted_and_state_still_moves(self, caplog):
+        core = ConnectionCore(SERVER, src_port=20000, dst_port=None, isn=ISS, max_queue=2)
+        core.receive(seg(IRS, flags=S), 0.0)
+        core.receive(seg(IRS + 1, 0, A, b"a"), 0.0)
+        core.receive(seg(IRS + 2, 0, A, b"b"), 0.0)
+        assert core.statistics().queue_overflows == 1
+        assert "receive queue full" in caplog.text
+        assert core.next_ackn == IRS + 3 and core.pending() == 2
+        assert core.read_stream() == b"ab"
+
+    def test_stream_bound_is_counted(self):
+        core = ConnectionCore(SERVER, src_port=20000, dst_port=None, isn=ISS, max_stream=4)
+        core.receive(seg(IRS, flags=S), 0.0)
+        core.receive(seg(IRS + 1, 0, A, b"abcdef"), 0.0)
+        assert core.statistics().stream_overflow_bytes == 2
+        assert core.next_ackn == IRS + 7 and core.read_stream() == b"abcd"
+
+    def test_recv_msg_consumes_its_bytes_from_the_stream(self, established):
+        established.receive(seg(IRS + 1, ISS + 1, A, b"abc"), 1.0)
+        established.receive(seg(IRS + 4, ISS + 1, A, b"def"), 1.0)
+        assert established.pop_message_nowait().payload == b"abc"
+        assert established.read_stream() == b"def"
+
+    def test_info_is_none_where_there_is_no_value(self):
+        core = listen()
+        assert core.first_seqn_got is None
+        assert core.last_seqn_got is None
+        assert core.last_ackn_got is None
+        assert core.last_seqn_sent is None
+        assert core.last_ackn_sent is None
+        assert core.last_win_got is None
+        assert core.next_ackn is None
+        assert core.first_seqn_sent is None
+
+
+# ------------------------------------------------------------ closing
+
+
+class TestClosing:
+    def test_fin_with_data_counts_in_next_ackn(self, established):
+        established.receive(seg(IRS + 1, ISS + 1, A | F, b"bye"), 1.0)
+        assert established.fin_got and established.next_ackn == IRS + 5
+        assert established.state is TcpState.CLOSE_WAIT
+        established.fin()
+        assert established.state is TcpState.LAST_ACK
+        established.receive(seg(IRS + 5, ISS + 2), 2.0)
+        assert established.fin_acked and established.state is TcpState.CLOSED
+
+    def test_out_of_order_fin_waits_for_the_gap(self, established):
+        established.receive(seg(IRS + 4, ISS + 1, A | F, b"def"), 1.0)
+        assert not established.fin_got
+        established.receive(seg(IRS + 1, ISS + 1, A, b"abc"), 2.0)
+        assert established.fin_got and established.next_ackn == IRS + 8
+        assert established.read_stream() == b"abcdef"
+
+    def test_active_close_to_time_wait(self, established):
+        out = established.fin()
+        assert out.flags == F | A and established.next_seqn == ISS + 2
+        assert established.state is TcpState.FIN_WAIT_1 and not established.fin_acked
+        established.receive(seg(IRS + 1, ISS + 2), 1.0)
+        assert established.state is TcpState.FIN_WAIT_2 and established.fin_acked
+        established.receive(seg(IRS + 1, ISS + 2, F | A), 2.0)
+        assert established.state is TcpState.TIME_WAIT
+
+    def test_simultaneous_close(self, established):
+        established.fin()
+        established.receive(seg(IRS + 1, ISS + 1, F | A), 1.0)
+        assert established.state is TcpState.CLOSING
+        established.receive(seg(IRS + 2, ISS + 2), 2.0)
+        assert established.state is TcpState.TIME_WAIT
+
+    def test_fin_before_handshake_is_misuse(self):
+        with pytest.raises(UsageError, match="before the handshake"):
+            listen().fin()
+
+    def test_rst_in_window_closes(self, established):
+        established.receive(seg(IRS + 1, 0, R), 1.0)
+        assert established.rst_got and established.state is TcpState.CLOSED
+
+    def test_rst_out_of_window_is_ignored(self, established):
+        established.receive(seg(IRS + 100_000, 0, R), 1.0)
+        assert not established.rst_got and established.statistics().rst_ignored == 1
+
+    def test_sending_rst_closes(self, established):
+        out = established.rst()
+        assert out.flags == R | A and out.seq == ISS + 1
+        assert established.state is TcpState.CLOSED
+
+
+# ----------------------------------------------------- the state table
+
+
+def test_transition_table_is_data_with_rfc_names():
+    assert {s.value for s in TcpState} >= {"SYN-RECEIVED", "FIN-WAIT-1", "TIME-WAIT"}
+    for (state, event), new in TRANSITIONS.items():
+        assert isinstance(state, TcpState) and isinstance(event, StateEvent) and isinstance(new, TcpState)
+    reachable = {TcpState.CLOSED}
+    for _ in TcpState:
+        reachable |= {new for (s, _e), new in TRANSITIONS.items() if s in reachable}
+    assert reachable == set(TcpState)
+
+
+def test_state_names_parse_in_every_spelling():
+    assert TcpState.parse("FIN_WAIT1") is TcpState.FIN_WAIT_1
+    assert TcpState.parse("syn-received") is TcpState.SYN_RECEIVED
+    assert TcpState.parse("SYN_RECV") is TcpState.SYN_RECEIVED
+    assert TcpState.from_linux(1) is TcpState.ESTABLISHED
+    assert TcpState.from_linux(10) is TcpState.LISTEN
+    with pytest.raises(UsageError, match="unknown TCP state"):
+        TcpState.parse("HALF_OPEN")
+
+
+def test_seq_arithmetic():
+    assert seq_add((1 << 32) - 1, 2) == 1
+    assert seq_diff(1, (1 << 32) - 1) == 2
+    assert seq_diff((1 << 32) - 1, 1) == -2
+
+
+def test_core_imports_no_io():
+    """The sans-IO layers import no trio, socket, time or random (and nothing of the engine)."""
+    banned = {"trio", "socket", "time", "random", "select", "threading", "asyncio"}
+    pkg = pathlib.Path(__file__).parents[2] / "tcpemu"
+    for name in ("core.py", "wire.py", "_errors.py"):
+        tree = ast.parse((pkg / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                mods = {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                mods = {(node.module or "").split(".")[0]} if node.level == 0 else {node.module or ""}
+            else:
+                continue
+            assert not mods & banned, f"{name} imports {mods & banned}"
+            assert not mods & {"_engine", "_io", "lab", "net"}, f"{name} imports a higher layer: {mods}"
+
+
+# ---------------------------------------------------------- properties
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.binary(min_size=1, max_size=400),
+    cuts=st.lists(st.integers(1, 399), max_size=12),
+    seed=st.integers(0, 2**32),
+    dups=st.integers(0, 4),
+    irs=st.integers(0, (1 << 32) - 1),
+    fin=st.booleans(),
+)
+def test_any_segmentation_order_and_duplication_reassembles_the_stream(data, cuts, seed, dups, irs, fin):
+    rng = random.Random(seed)
+    core = ConnectionCore(SERVER, src_port=20000, dst_port=None, isn=ISS)
+    core.receive(seg(irs, flags=S), 0.0)
+    core.syn_ack()
+    bounds = sorted({0, len(data), *[c for c in cuts if c < len(data)]})
+    pieces = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+    pieces += [rng.choice(pieces) for _ in range(dups)]
+    rng.shuffle(pieces)
+    last_nxt = core.next_ackn
+    got = bytearray()
+    for i, (a, b) in enumerate(pieces):
+        flags = A | (F if fin and b == len(data) else TcpFlags(0))
+        core.receive(seg(seq_add(irs, 1 + a), ISS + 1, flags, data[a:b]), float(i))
+        assert seq_diff(core.next_ackn, last_nxt) >= 0, "next_ackn moved backwards"
+        last_nxt = core.next_ackn
+        got += core.read_stream()
+    assert bytes(got) == data
+    assert core.next_ackn == seq_add(irs, 1 + len(data) + fin)
+    assert core.fin_got is fin
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, (1 << 32) - 1), st.binary(max_size=20), st.integers(0, 0x1FF))))
+def test_arbitrary_segments_never_raise_and_keep_counts(segments):
+    core = ConnectionCore(SERVER, src_port=20000, dst_port=None, isn=ISS, max_queue=5)
+    for i, (seq, payload, flags) in enumerate(segments):
+        core.receive(seg(seq, seq ^ 0x5555, TcpFlags(flags), payload), float(i))
+    stats = core.statistics()
+    assert stats.segments_received == len(segments)
+    assert stats.queued_messages + stats.queue_overflows == len(segments)
+    assert stats.queued_messages <= 5
+
+
+def test_auto_is_the_default_sentinel():
+    assert repr(AUTO) == "tcpemu.AUTO" and repr(QUIET) == "tcpemu.QUIET"

@@ -1,0 +1,319 @@
+"""The engine on an in-memory link, under trio's autojump clock: no network needed."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+import pytest
+import trio
+
+import tcpemu
+from tcpemu import (
+    CLIENT,
+    SERVER,
+    ConnectionBrokenError,
+    ConnectionClosedError,
+    MemoryLink,
+    SegmentKind,
+    TcpemuTimeoutError,
+    TcpFlags,
+    TcpState,
+    UsageError,
+    WouldBlock,
+)
+from tcpemu.wire import Frame, Segment, TcpOption, build_frame, parse_frame_untrusted
+
+PEER_IP, EMU_IP = ipaddress.ip_address("198.18.0.1"), ipaddress.ip_address("198.18.0.2")
+PEER_MAC, EMU_MAC = bytes.fromhex("02000000aa01"), bytes.fromhex("02000000aa02")
+PEER_PORT, EMU_PORT = 40000, 20000
+A, S, F, R, P = TcpFlags.ACK, TcpFlags.SYN, TcpFlags.FIN, TcpFlags.RST, TcpFlags.PSH
+
+
+class Peer:
+    """The far end of a MemoryLink, speaking raw frames."""
+
+    def __init__(self, link: MemoryLink) -> None:
+        self.link = link
+        self.seq = 7000
+
+    def send(self, seq: int, ack: int = 0, flags: TcpFlags = A, payload: bytes = b"", **kw) -> None:
+        seg = Segment(PEER_PORT, EMU_PORT, seq, ack, flags, 1000, payload=payload, **kw)
+        self.link.send(build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, seg)))
+
+    async def expect(self, timeout: float = 1.0) -> Segment:
+        with trio.fail_after(timeout):
+            while True:
+                raw = self.link.recv_nowait()
+                if raw is not None:
+                    frame = parse_frame_untrusted(raw)
+                    assert (frame.src_mac, frame.dst_mac) == (EMU_MAC, PEER_MAC)
+                    assert (frame.src_ip, frame.dst_ip) == (EMU_IP, PEER_IP)
+                    return frame.segment
+                await trio.lowlevel.wait_readable(self.link.fileno())
+
+    def expect_nothing(self) -> None:
+        assert self.link.recv_nowait() is None
+
+
+@pytest.fixture
+async def engine_and_peer():
+    emu_link, peer_link = MemoryLink.pair()
+    async with tcpemu.open_engine(link=emu_link, seed=42) as engine:
+        yield engine, Peer(peer_link)
+    peer_link.close()
+
+
+def server(engine: tcpemu.Engine, **kw) -> tcpemu.Connection:
+    return engine.connection(
+        SERVER,
+        local=(str(EMU_IP), EMU_PORT),
+        remote=(str(PEER_IP), None),
+        local_mac=EMU_MAC,
+        remote_mac=PEER_MAC,
+        **kw,
+    )
+
+
+async def open_server(engine, peer, **kw):
+    conn = server(engine, **kw)
+    peer.send(7000, flags=S, options=(TcpOption.mss(1000),))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.wait_open, 5)
+        synack = await peer.expect()
+        assert synack.flags == S | A and synack.ack == 7001
+        peer.send(7001, synack.seq + 1)
+    assert conn.state is TcpState.ESTABLISHED
+    return conn, synack.seq + 1
+
+
+async def test_server_handshake_answers_only_on_wait_open(engine_and_peer, autojump_clock):
+    engine, peer = engine_and_peer
+    conn = server(engine)
+    peer.send(7000, flags=S)
+    syn = await conn.wait_msg(timeout=1)
+    assert syn.flags == S and conn.state is TcpState.LISTEN
+    await trio.sleep(10)  # virtual time: nothing is answered while the test holds back
+    peer.expect_nothing()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.wait_open, 5)
+        synack = await peer.expect()
+        peer.send(7001, synack.seq + 1)
+    assert conn.first_seqn_got == 7000 and conn.next_ackn == 7001
+    assert conn.first_seqn_sent == synack.seq and conn.next_seqn == synack.seq + 1
+
+
+async def test_client_sends_syn_at_once_and_acks_syn_ack(engine_and_peer):
+    engine, peer = engine_and_peer
+    conn = engine.connection(
+        CLIENT, local=(str(EMU_IP), EMU_PORT), remote=(str(PEER_IP), PEER_PORT), local_mac=EMU_MAC, remote_mac=PEER_MAC
+    )
+    syn = await peer.expect()
+    assert syn.flags == S and syn.option(2).value() == 1460
+    peer.send(9000, syn.seq + 1, S | A)
+    await conn.wait_open(timeout=1)
+    ack = await peer.expect()
+    assert (ack.flags, ack.seq, ack.ack) == (A, syn.seq + 1, 9001)
+    assert conn.state is TcpState.ESTABLISHED
+
+
+async def test_send_msg_and_recv_msg_with_ack(engine_and_peer):
+    engine, peer = engine_and_peer
+    conn, snd = await open_server(engine, peer)
+    await conn.send_msg(b"hello")
+    data = await peer.expect()
+    assert (data.seq, data.flags, data.payload) == (snd, A | P, b"hello")
+    peer.send(7001, snd + 5, A | P, b"world")
+    msg = await conn.recv_msg(timeout=1)
+    assert (msg.payload, msg.kind, msg.seq) == (b"world", SegmentKind.EXPECTED, 7001)
+    ack = await peer.expect()
+    assert (ack.flags, ack.ack) == (A, 7006)
+    assert conn.last_ackn_got == snd + 5 and conn.last_win_got == 1000
+
+
+async def test_recv_msg_does_not_ack_pure_acks(engine_and_peer):
+    engine, peer = engine_and_peer
+    conn, snd = await open_server(engine, peer)
+    peer.send(7001, snd)
+    msg = await conn.recv_msg(timeout=1)
+    assert msg.seq_len == 0
+    peer.expect_nothing()
+
+
+async def test_recv_msg_skip_retransmits(engine_and_peer):
+    engine, peer = engine_and_peer
+    conn, snd = await open_server(engine, peer)
+    peer.send(7001, snd, A, b"aaa")
+    peer.send(7001, snd, A, b"aaa")
+    peer.send(7004, snd, A, b"bbb")
+    await conn.wait_until(lambda c: c.statistics().segments_received >= 4, timeout=1)
+    first = await conn.recv_msg(ack=False, skip_retransmits=True)
+    second = await conn.recv_msg(ack=False, skip_retransmits=True)
+    assert (first.payload, second.payload) == (b"aaa", b"bbb")
+    with pytest.raises(WouldBlock):
+        conn.recv_msg_nowait()
+
+
+async def test_recv_data_reassembles_and_acks(engine_and_peer, autojump_clock):
+    engine, peer = engine_and_peer
+    conn, snd = await open_server(engine, peer)
+    peer.send(7004, snd, A, b"def")
+    peer.send(7001, snd, A, b"abc")
+    data = await conn.recv_data(idle=0.2)
+    assert data == b"abcdef"
+    ack = await peer.expect()
+    assert ack.ack == 7007
+
+
+async def test_recv_data_stops_at_fin(engine_and_peer, autojump_clock):
+    engine, peer = engine_and_peer
+    conn, snd = await open_server(engine, peer)
+    peer.send(7001, snd, A | F, b"last")
+    assert await conn.recv_data(idle=100) == b"last"
+    assert conn.fin_got and conn.next_ackn == 7006 and conn.state is TcpState.CLOSE_WAIT
+
+
+async def test_recv_data_with_nothing_is_a_timeout_naming_it(engine_and_peer, autojump_clock):
+    engine, peer = engine_and_peer
+    conn, _ = await open_server(engine, peer)
+    with pytest.raises(TcpemuTimeoutError, match=r"recv_data: no data within idle 0.5 s; nothing arrived"):
+        await conn.recv_data(idle=0.5)
+
+
+async def test_timeout_says_what_arrived_instead(engine_and_peer, autojump_clock):
+    engine, peer = engine_and_peer
+    conn, snd = await open_server(engine, peer)
+    await conn.send_msg(b"x")
+    peer.send(7001, snd)  # an ACK, but not of our FIN
+    await conn.wait_until(lambda c: c.statistics().segments_received >= 3, timeout=1)
+    with pytest.raises(TcpemuTimeoutError) as info:
+        await conn.send_fin(timeout=2)
+    assert "waiting for the ACK of our FIN" in str(info.value)
+    assert "nothing arrived" in str(info.value)
+
+
+async def test_wait_open_timeout_message(engine_and_peer, autojump_clock):
+    engine, _peer = engine_and_peer
+    conn = server(engine)
+    with pytest.raises(TcpemuTimeoutError, match="wait_open .*the peer's SYN.* timed out after 3 s; nothing arrived"):
+        await conn.wait_open(timeout=3)
+
+
+async def test_rst_breaks_waits(engine_and_peer):
+    engine, peer = engine_and_peer
+    conn, snd = await open_server(engine, peer)
+    async with trio.open_nursery() as nursery:
+
+        async def fin_then_rst():
+            await peer.expect()  # our FIN
+            peer.send(7001, snd, R | A)
+
+        nursery.start_soon(fin_then_rst)
+        with pytest.raises(ConnectionBrokenError, match="peer reset"):
+            await conn.send_fin(timeout=5)
+    assert conn.rst_got and conn.state is TcpState.CLOSED
+    with pytest.raises(ConnectionBrokenError):
+        await conn.recv_data(idle=1)
+
+
+async def test_destroy_sends_nothing_and_closes(engine_and_peer):
+    engine, peer = engine_and_peer
+    conn, _ = await open_server(engine, peer)
+    await conn.aclose()
+    peer.expect_nothing()
+    assert engine.statistics().connections == 0
+    with pytest.raises(ConnectionClosedError, match="closed"):
+        await conn.send_msg(b"x")
+    # The address is no longer ours: the filter refuses the frame before the
+    # pump sees it.  A frame for another connection, sent after it on the same
+    # ordered link, shows when the pump has had its chance.
+    other = engine.connection(
+        SERVER, local=("198.18.0.3", EMU_PORT), remote=(str(PEER_IP), None), local_mac=EMU_MAC, remote_mac=PEER_MAC
+    )
+    received = engine.statistics().frames_received
+    peer.send(7001, 0, A, b"late")
+    seg = Segment(PEER_PORT, EMU_PORT, 1, 0, S, 1000)
+    peer.link.send(build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, ipaddress.ip_address("198.18.0.3"), seg)))
+    await other.wait_msg(timeout=1)
+    assert engine.statistics().frames_received == received + 1
+    assert engine.statistics().frames_unmatched == 0
+
+
+async def test_malformed_and_foreign_frames_are_counted_and_the_pump_goes_on(engine_and_peer, caplog):
+    engine, peer = engine_and_peer
+    caplog.set_level(logging.DEBUG, "tcpemu.engine")
+    conn, snd = await open_server(engine, peer)
+    good = bytearray(build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, Segment(PEER_PORT, EMU_PORT, 7001, snd, A, 1000))))
+    bad_offset = bytearray(good)
+    bad_offset[46] = 0x30  # data offset 12 bytes
+    bad_option = build_frame(
+        Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, Segment(PEER_PORT, EMU_PORT, 7001, snd, A, 1000, options=(TcpOption(8, b"\x00" * 8),)))
+    )
+    bad_option = bad_option[:54] + b"\x08\x20" + bad_option[56:]  # option length past the header
+    other_port = build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, Segment(PEER_PORT + 1, EMU_PORT, 1, 0, A, 1000)))
+    truncated = bytes(good[:40])
+    for raw in (bytes(bad_offset), bad_option, other_port, truncated):
+        peer.link.send(raw)
+    peer.send(7001, snd, A | P, b"still here")
+    msg = await conn.recv_msg(timeout=1)
+    assert msg.payload == b"still here"
+    stats = engine.statistics()
+    # the truncated frame still holds the bytes the BPF filter reads, so it reaches the parser
+    assert stats.malformed == {"tcp-data-offset": 1, "tcp-option": 1, "ip-length": 1}
+    assert stats.frames_unmatched == 1  # our address, nobody's port
+    assert "malformed frame (tcp-option)" in caplog.text
+
+
+async def test_queue_overflow_is_reported(engine_and_peer, caplog):
+    engine, peer = engine_and_peer
+    conn, snd = await open_server(engine, peer, max_queue=3)
+    conn.core.read_stream()
+    for i in range(5):
+        peer.send(7001 + i, snd, A, b"x")
+    await conn.wait_until(lambda c: c.next_ackn == 7006, timeout=1)
+    assert conn.statistics().queue_overflows == 2
+    assert engine.statistics().queue_overflows == 2
+    assert "receive queue full" in caplog.text
+    assert await conn.recv_data(idle=0.01) == b"xxxxx"
+
+
+async def test_duplicate_connection_and_bad_arguments(engine_and_peer):
+    engine, _ = engine_and_peer
+    server(engine)
+    with pytest.raises(UsageError, match="exists already"):
+        server(engine)
+    with pytest.raises(UsageError, match="not an IP address"):
+        engine.connection(SERVER, local=("nope", 1), remote=("198.18.0.1", None), local_mac=EMU_MAC, remote_mac=PEER_MAC)
+    with pytest.raises(UsageError, match="mode must be"):
+        engine.connection("server", local=(str(EMU_IP), 2), remote=("198.18.0.1", None), local_mac=EMU_MAC, remote_mac=PEER_MAC)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="MAC"):
+        engine.connection(SERVER, local=(str(EMU_IP), 3), remote=("198.18.0.1", None), local_mac="zz", remote_mac=PEER_MAC)
+
+
+async def test_open_engine_lets_the_body_exception_out_unwrapped():
+    emu_link, peer_link = MemoryLink.pair()
+    with pytest.raises(KeyError, match="boom"):
+        async with tcpemu.open_engine(link=emu_link):
+            raise KeyError("boom")
+    peer_link.close()
+
+
+async def test_engine_closed_makes_calls_fail_clearly():
+    emu_link, peer_link = MemoryLink.pair()
+    async with tcpemu.open_engine(link=emu_link) as engine:
+        conn = server(engine)
+    with pytest.raises(ConnectionClosedError):
+        await conn.wait_open(timeout=1)
+    with pytest.raises(ConnectionClosedError, match="engine is closed"):
+        server(engine)
+    peer_link.close()
+
+
+async def test_isns_are_deterministic_for_a_seed():
+    isns = []
+    for _ in range(2):
+        emu_link, peer_link = MemoryLink.pair()
+        async with tcpemu.open_engine(link=emu_link, seed=7) as engine:
+            isns.append(server(engine).core.iss)
+        peer_link.close()
+    assert isns[0] == isns[1]

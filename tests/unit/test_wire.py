@@ -1,0 +1,233 @@
+"""Wire codec: build -> parse round trips, checksums, options, untrusted parsing."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+import dpkt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tcpemu import MalformedFrameError, UsageError
+from tcpemu.wire import (
+    Frame,
+    OptionKind,
+    Segment,
+    TcpFlags,
+    TcpOption,
+    build_frame,
+    classify_untrusted,
+    decode_options_untrusted,
+    encode_options,
+    flow_key,
+    internet_checksum,
+    ipv4_header_checksum_ok,
+    listen_key,
+    parse_frame_untrusted,
+    parse_mac,
+    tcp_checksum_ok,
+)
+
+V4 = (ipaddress.ip_address("198.18.0.1"), ipaddress.ip_address("198.18.0.2"))
+V6 = (ipaddress.ip_address("2001:db8::1"), ipaddress.ip_address("2001:db8::2"))
+MAC_A, MAC_B = bytes.fromhex("02aabbccdd01"), bytes.fromhex("02aabbccdd02")
+
+
+def make(addrs=V4, **seg_kw) -> Frame:
+    seg = dict(src_port=40000, dst_port=80, seq=1, ack=2, flags=TcpFlags.ACK, window=1000)
+    seg.update(seg_kw)
+    return Frame(MAC_A, MAC_B, addrs[0], addrs[1], Segment(**seg))
+
+
+@pytest.mark.parametrize("addrs", [V4, V6], ids=["ipv4", "ipv6"])
+def test_round_trip_keeps_every_field(addrs):
+    opts = (TcpOption.mss(1400), TcpOption(OptionKind.NOP), TcpOption.wscale(7), TcpOption.sack_permitted())
+    frame = make(
+        addrs,
+        seq=0xFFFFFFF0,
+        ack=0x12345678,
+        flags=TcpFlags.SYN | TcpFlags.ACK | TcpFlags.ECE | TcpFlags.AE,
+        window=4321,
+        urgent=7,
+        options=opts,
+        payload=b"hello world",
+    )
+    frame.ttl = 33
+    raw = build_frame(frame)
+    back = parse_frame_untrusted(raw)
+    assert (back.src_mac, back.dst_mac, back.src_ip, back.dst_ip) == (MAC_A, MAC_B, *addrs)
+    assert back.ttl == 33
+    s = back.segment
+    assert (s.src_port, s.dst_port, s.seq, s.ack, s.window, s.urgent) == (40000, 80, 0xFFFFFFF0, 0x12345678, 4321, 7)
+    assert s.flags == TcpFlags.SYN | TcpFlags.ACK | TcpFlags.ECE | TcpFlags.AE
+    assert s.options == opts
+    assert s.payload == b"hello world"
+    assert s.data_offset == 20 + len(encode_options(opts))
+    assert tcp_checksum_ok(raw)
+
+
+def test_ipv4_df_id_and_header_checksum():
+    frame = make()
+    frame.ip_id, frame.df = 4242, True
+    raw = build_frame(frame)
+    back = parse_frame_untrusted(raw)
+    assert back.ip_id == 4242 and back.df
+    assert ipv4_header_checksum_ok(raw)
+    frame.df = False
+    assert not parse_frame_untrusted(build_frame(frame)).df
+
+
+@pytest.mark.parametrize("addrs", [V4, V6], ids=["ipv4", "ipv6"])
+def test_checksum_matches_dpkt_and_detects_corruption(addrs):
+    raw = build_frame(make(addrs, payload=b"abc"))  # odd length: the padding path
+    eth = dpkt.ethernet.Ethernet(raw)
+    tcp = eth.data.data
+    ours = tcp.sum
+    tcp.sum = 0
+    if addrs is V4:
+        eth.data.sum = 0  # make dpkt recompute the IP header checksum too
+    assert dpkt.ethernet.Ethernet(bytes(eth)).data.data.sum == ours
+    bad = bytearray(raw)
+    bad[-1] ^= 0xFF
+    assert not tcp_checksum_ok(bytes(bad))
+
+
+def test_internet_checksum_known_value():
+    # RFC 1071 example words 0001 f203 f4f5 f6f7 -> sum ddf2, checksum 220d
+    assert internet_checksum(bytes.fromhex("0001f203f4f5f6f7")) == 0x220D
+
+
+def test_parse_frames_built_by_dpkt():
+    tcp = dpkt.tcp.TCP(sport=1, dport=2, seq=10, ack=20, flags=0x18, win=99, off=6, opts=b"\x02\x04\x05\xb4")
+    tcp.data = b"xyz"
+    ip = dpkt.ip.IP(src=V4[0].packed, dst=V4[1].packed, p=6, data=tcp)
+    raw = bytes(dpkt.ethernet.Ethernet(src=MAC_A, dst=MAC_B, type=0x0800, data=ip))
+    seg = parse_frame_untrusted(raw).segment
+    assert (seg.seq, seg.ack, seg.flags, seg.window, seg.payload) == (10, 20, TcpFlags.PSH | TcpFlags.ACK, 99, b"xyz")
+    assert seg.option(OptionKind.MSS).value() == 1460
+
+
+def test_classify_keys_match_the_registration_keys():
+    raw = build_frame(make())
+    fkey, lkey, start, end = classify_untrusted(raw)
+    assert fkey == flow_key(V4[0], 40000, V4[1], 80)
+    assert lkey == listen_key(V4[1], 80)
+    assert (start, end) == (34, 54)
+
+
+def test_ethernet_padding_is_not_payload():
+    raw = build_frame(make()) + b"\x00" * 6  # short frames are padded to 60 bytes on the wire
+    assert parse_frame_untrusted(raw).segment.payload == b""
+
+
+def test_options_round_trip_and_values():
+    opts = [TcpOption.timestamps(1, 2), TcpOption.sack([(10, 20), (30, 40)]), TcpOption(200, b"\x01")]
+    raw = encode_options(opts)
+    assert len(raw) % 4 == 0
+    back = decode_options_untrusted(raw)
+    assert list(back) == opts
+    assert back[0].value() == (1, 2)
+    assert back[1].value() == [(10, 20), (30, 40)]
+    assert back[2].value() == b"\x01"
+    assert str(back[0]) == "TS val 1 ecr 2"
+
+
+def test_options_too_long_is_a_usage_error():
+    with pytest.raises(UsageError, match="at most 40"):
+        encode_options([TcpOption.timestamps(1, 2)] * 5)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\x02", "tcp-option"),  # no length byte
+        (b"\x02\x01\x00\x00", "tcp-option"),  # length < 2
+        (b"\x08\x0a\x00\x00", "tcp-option"),  # length past the end
+    ],
+)
+def test_bad_options_raise_malformed(raw, reason):
+    with pytest.raises(MalformedFrameError) as info:
+        decode_options_untrusted(raw)
+    assert info.value.reason == reason
+
+
+def _mutate(raw: bytes, offset: int, data: bytes) -> bytes:
+    b = bytearray(raw)
+    b[offset : offset + len(data)] = data
+    return bytes(b)
+
+
+GOOD = build_frame(make(payload=b"0123456789"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (GOOD[:30], "truncated"),
+        (_mutate(GOOD, 12, b"\x08\x06"), "not-ip"),
+        (_mutate(GOOD, 14, b"\x65"), "ip-version"),
+        (_mutate(GOOD, 14, b"\x44"), "ip-header-length"),
+        (_mutate(GOOD, 16, b"\x05\xdc"), "ip-length"),
+        (_mutate(GOOD, 23, b"\x11"), "not-tcp"),
+        (_mutate(GOOD, 20, b"\x20\x00"), "ip-fragment"),
+        (_mutate(GOOD, 46, b"\x40"), "tcp-data-offset"),
+        (_mutate(GOOD, 46, b"\xf0"), "tcp-data-offset"),
+    ],
+)
+def test_malformed_frames_name_their_reason(raw, reason):
+    with pytest.raises(MalformedFrameError) as info:
+        parse_frame_untrusted(raw)
+    assert info.value.reason == reason
+    assert reason in str(info.value)
+
+
+def test_parse_mac():
+    assert parse_mac("02:00:5e:00:00:01") == bytes.fromhex("02005e000001")
+    with pytest.raises(UsageError, match="not a MAC address"):
+        parse_mac("02:00:5e")
+    with pytest.raises(UsageError, match="6 bytes"):
+        parse_mac(b"\x01")
+
+
+def test_flags_short_form():
+    assert (TcpFlags.SYN | TcpFlags.ACK).short() == "S."
+    assert (TcpFlags.PSH | TcpFlags.ACK).short() == "P."
+    assert TcpFlags(0).short() == "none"
+
+
+# ---------------------------------------------------------------- fuzzing
+
+frames = st.one_of(
+    st.binary(max_size=200),
+    st.builds(
+        lambda base, pos, junk: _mutate(base, pos % len(base), junk),
+        st.sampled_from(
+            [GOOD, build_frame(make(V6, payload=b"x" * 20)), build_frame(make(options=(TcpOption.mss(1),)))]
+        ),
+        st.integers(0, 200),
+        st.binary(min_size=1, max_size=8),
+    ),
+    st.builds(lambda n: GOOD[:n], st.integers(0, len(GOOD))),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(frames)
+def test_untrusted_parser_raises_only_malformed(raw):
+    try:
+        frame = parse_frame_untrusted(raw)
+    except MalformedFrameError as exc:
+        assert exc.reason
+    else:
+        assert isinstance(frame.segment.payload, bytes)
+        assert 20 <= frame.segment.data_offset <= 60
+
+
+def test_struct_layout_of_tcp_header_offsets():
+    # the fast path reads flags at tcp_start + 13 to spot SYNs
+    raw = build_frame(make(flags=TcpFlags.SYN))
+    _, _, start, _ = classify_untrusted(raw)
+    assert raw[start + 13] & TcpFlags.SYN
+    assert struct.unpack_from("!H", raw, start + 2)[0] == 80
