@@ -14,7 +14,7 @@ import time
 import trio
 
 from . import CLIENT, SERVER, TcpemuError, TcpState, open_engine, tcp_state, wait_tcp_state
-from .lab import Lab, cleanup_stale_labs, open_lab
+from .lab import Lab, cleanup_stale_labs, connect_nowait, open_lab
 from .net import list_netns
 
 TST_PORT = 20000
@@ -57,7 +57,7 @@ async def _server_mode(lab: Lab, step: _Steps, rng: random.Random) -> None:
         )
         step(f"engine on {lab.tst.ifname}: SERVER connection {lab.tst.ip}:{TST_PORT}, local MAC {lab.alien_mac}")
         iut = await lab.iut.socket()
-        rc = _connect_ex(iut, (str(lab.tst.ip), TST_PORT))
+        rc = connect_nowait(iut, (str(lab.tst.ip), TST_PORT))
         step(f"IUT: non-blocking connect() to {lab.tst.ip}:{TST_PORT} returned {errno.errorcode.get(rc, rc)}")
         syn = await conn.wait_msg(timeout=5)
         step(f"SYN from the IUT seen (seq {syn.seq}); IUT socket state: {tcp_state(iut).name} (held until we answer)")
@@ -126,16 +126,6 @@ async def _client_mode(lab: Lab, step: _Steps, rng: random.Random) -> None:
             raise TcpemuError("the IUT's recv() did not fail after our RST")
         accepted.close()
         listener.close()
-
-
-def _connect_ex(sock: trio.socket.SocketType, addr: tuple[str, int]) -> int:
-    # trio sockets have no connect_ex; a raw one with the same fd does the non-blocking connect
-    raw = socket.socket(fileno=os.dup(sock.fileno()))
-    try:
-        raw.setblocking(False)
-        return raw.connect_ex(addr)
-    finally:
-        raw.close()
 
 
 async def demo(*, seed: int | None, trace: bool, out: object = sys.stdout) -> int:

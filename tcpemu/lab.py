@@ -36,7 +36,15 @@ from ._errors import LabError
 from ._netns import run_in_netns
 from .wire import IPAddress
 
-__all__ = ["Host", "Lab", "open_lab", "cleanup_stale_labs", "DEFAULT_IUT_SYSCTLS", "LAB_PREFIX"]
+__all__ = [
+    "Host",
+    "Lab",
+    "open_lab",
+    "cleanup_stale_labs",
+    "connect_nowait",
+    "DEFAULT_IUT_SYSCTLS",
+    "LAB_PREFIX",
+]
 
 log = logging.getLogger("tcpemu.lab")
 
@@ -139,6 +147,21 @@ class Lab:
                 errors.append(f"namespace {ns}: {exc}")
         if errors:
             raise LabError("lab teardown incomplete: " + "; ".join(errors))
+
+
+def connect_nowait(sock: trio.socket.SocketType, address: tuple[str, int]) -> int:
+    """Start a non-blocking connect() on a trio socket; returns its errno (EINPROGRESS expected).
+
+    trio sockets only offer an awaiting connect(); a test that wants the
+    connect in flight while it drives the emulator uses this, then checks
+    SO_ERROR once the socket is writable.
+    """
+    raw = socket.socket(fileno=os.dup(sock.fileno()))
+    try:
+        raw.setblocking(False)
+        return raw.connect_ex(address)
+    finally:
+        raw.close()
 
 
 def _pid_alive(pid: int) -> bool:

@@ -1,0 +1,88 @@
+"""The lab itself: isolation, offloads, checksums the kernel sends, cleanup."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import subprocess
+import sys
+
+import pytest
+import trio
+
+from tcpemu import net
+from tcpemu._io import PacketLink
+from tcpemu._bpf import tcp_to_addresses
+from tcpemu.lab import connect_nowait, open_lab
+from tcpemu.wire import TcpFlags, ipv4_header_checksum_ok, parse_frame_untrusted, tcp_checksum_ok
+
+pytestmark = pytest.mark.e2e
+
+
+def host_links() -> set[str]:
+    return set(os.listdir("/sys/class/net"))
+
+
+async def test_lab_is_removed_when_the_body_raises():
+    before_links = host_links()
+    with pytest.raises(RuntimeError, match="test body failed"):
+        async with open_lab() as lab:
+            names = lab.namespaces
+            assert set(names) <= set(net.list_netns())
+            assert (str(lab.tst.ip), lab.alien_mac, 128) in await lab.neighbours(lab.iut)
+            raise RuntimeError("test body failed")
+    assert not set(names) & set(net.list_netns())
+    assert host_links() == before_links  # nothing was created in the host namespace
+
+
+async def test_neighbour_entries_are_deleted():
+    async with open_lab(alien_neighbour=False) as lab:
+        await lab.set_neighbour(lab.iut, "198.18.0.77", "02:00:00:00:00:77")
+        assert ("198.18.0.77", "02:00:00:00:00:77", 128) in await lab.neighbours(lab.iut)
+        await lab.delete_neighbour(lab.iut, "198.18.0.77")
+        assert all(ip != "198.18.0.77" for ip, _, _ in await lab.neighbours(lab.iut))
+
+
+async def test_stale_labs_of_dead_processes_are_removed():
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(child.stdout)
+    stale = f"tcpemu-{dead}-zz1-iut"
+    net.create_netns(stale)
+    mine = f"tcpemu-{os.getpid()}-zz2-iut"  # a live process's lab is left alone
+    net.create_netns(mine)
+    try:
+        async with open_lab():
+            names = net.list_netns()
+            assert stale not in names
+            assert mine in names
+    finally:
+        net.remove_netns(mine)
+
+
+async def test_offloads_off_and_sysctls_pinned():
+    async with open_lab(iut_sysctls={"net.ipv4.tcp_sack": "0"}) as lab:
+        for host in (lab.iut, lab.tst):
+            state = await trio.to_thread.run_sync(net.set_offloads, host.netns, host.ifname)
+            assert not any(state.values()), state
+        assert await lab.iut.sysctl("net.ipv4.tcp_sack") == "0"
+        assert await lab.iut.sysctl("net.ipv4.tcp_rmem") == "4096\t131072\t6291456"
+
+
+async def test_frames_from_the_kernel_carry_valid_checksums():
+    """With offloads off, what the IUT puts on the veth checks out with our verifier."""
+    async with open_lab() as lab:
+        link = await trio.to_thread.run_sync(PacketLink, lab.tst.ifname, lab.tst.netns)
+        try:
+            link.set_filter(tcp_to_addresses([ipaddress.ip_address(str(lab.tst.ip))]))
+            sock = await lab.iut.socket()
+            connect_nowait(sock, (str(lab.tst.ip), 20000))
+            with trio.fail_after(5):
+                await trio.lowlevel.wait_readable(link.fileno())
+            raw = link.recv_batch(1)[0]
+            frame = parse_frame_untrusted(raw)
+            assert frame.segment.flags == TcpFlags.SYN
+            assert frame.dst_mac.hex(":") == lab.alien_mac
+            assert tcp_checksum_ok(raw) and ipv4_header_checksum_ok(raw)
+            sock.close()
+        finally:
+            link.close()
