@@ -30,7 +30,6 @@ from ._errors import (
     MalformedFrameError,
     TcpemuTimeoutError,
     UsageError,
-    WouldBlock,
 )
 from ._io import FrameLink, PacketLink
 from ._trace import format_segment
@@ -54,7 +53,6 @@ from .wire import (
     build_frame,
     classify_untrusted,
     flow_key,
-    format_mac,
     listen_key,
     parse_mac,
     parse_tcp_untrusted,
@@ -122,8 +120,7 @@ class Connection:
 
     def __repr__(self) -> str:
         return (
-            f"<tcpemu.Connection {self.core.mode.value} {self.local}<->{self.remote} "
-            f"{self.core.state.name}>"
+            f"<tcpemu.Connection {self.core.mode.value} {self.local}<->{self.remote} {self.core.state.name}>"
         )
 
     # -------------------------------------------------------------- info
@@ -284,7 +281,11 @@ class Connection:
             elif core.state is TcpState.SYN_SENT and core.syn_ack_got:
                 self._transmit(core.ack_now())
                 return True
-            elif core.state is TcpState.SYN_RECEIVED and core.mode is Mode.CLIENT and not self._simopen_answered:
+            elif (
+                core.state is TcpState.SYN_RECEIVED
+                and core.mode is Mode.CLIENT
+                and not self._simopen_answered
+            ):
                 # simultaneous open: answer the peer's SYN with SYN|ACK on our ISN
                 self._simopen_answered = True
                 self._transmit(core.send(seq=core.iss, flags=TcpFlags.SYN | TcpFlags.ACK))
@@ -464,9 +465,7 @@ _AFTER_OPEN: Final = frozenset(
 class Engine:
     """Packet pump and dispatch table for one link; use :func:`open_engine`."""
 
-    def __init__(
-        self, link: FrameLink, *, rng: random.Random, max_queue: int = 4096, name: str = ""
-    ) -> None:
+    def __init__(self, link: FrameLink, *, rng: random.Random, max_queue: int = 4096, name: str = "") -> None:
         self._link = link
         self._rng = rng
         self._max_queue = max_queue

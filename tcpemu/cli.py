@@ -55,18 +55,27 @@ async def _server_mode(lab: Lab, step: _Steps, rng: random.Random) -> None:
             local_mac=lab.alien_mac,
             remote_mac=lab.iut.mac,
         )
-        step(f"engine on {lab.tst.ifname}: SERVER connection {lab.tst.ip}:{TST_PORT}, local MAC {lab.alien_mac}")
+        step(
+            f"engine on {lab.tst.ifname}: SERVER connection {lab.tst.ip}:{TST_PORT}, "
+            f"local MAC {lab.alien_mac}"
+        )
         iut = await lab.iut.socket()
         rc = connect_nowait(iut, (str(lab.tst.ip), TST_PORT))
         step(f"IUT: non-blocking connect() to {lab.tst.ip}:{TST_PORT} returned {errno.errorcode.get(rc, rc)}")
         syn = await conn.wait_msg(timeout=5)
-        step(f"SYN from the IUT seen (seq {syn.seq}); IUT socket state: {tcp_state(iut).name} (held until we answer)")
+        step(
+            f"SYN from the IUT seen (seq {syn.seq}); IUT socket state: {tcp_state(iut).name} "
+            "(held until we answer)"
+        )
         await conn.wait_open(timeout=5)
         await trio.lowlevel.wait_writable(iut)
         err = iut.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             raise TcpemuError(f"connect() failed on the IUT: {os.strerror(err)}")
-        step(f"wait_open done, emulator {conn.state.name}; IUT connect() succeeded, state {tcp_state(iut).name}")
+        step(
+            f"wait_open done, emulator {conn.state.name}; "
+            f"IUT connect() succeeded, state {tcp_state(iut).name}"
+        )
         payload = rng.randbytes(1024)
         await conn.send_msg(payload)
         got = await _recv_exactly(iut, len(payload), 5)

@@ -570,13 +570,17 @@ class ConnectionCore:
             return
         if seq_diff(ack, self.snd_una) > 0 and seq_diff(ack, self.snd_nxt) <= 0:
             self.snd_una = ack
-        if self.state is TcpState.SYN_RECEIVED and seq_diff(ack, self.iss) > 0:
+        acceptable = seq_diff(ack, self.iss) > 0 and seq_diff(ack, self.snd_nxt) <= 0
+        if self.state is TcpState.SYN_RECEIVED and acceptable:
             self._apply(StateEvent.RECV_ACK_OF_SYN)
         if self.state is TcpState.SYN_SENT and ack == seq_add(self.iss, 1):
             self.syn_ack_got = True
-        if self.fin_seq is not None and seq_diff(ack, self.fin_seq) > 0:
-            if self.state in (TcpState.FIN_WAIT_1, TcpState.CLOSING, TcpState.LAST_ACK):
-                self._apply(StateEvent.RECV_ACK_OF_FIN)
+        if (
+            self.fin_seq is not None
+            and seq_diff(ack, self.fin_seq) > 0
+            and self.state in (TcpState.FIN_WAIT_1, TcpState.CLOSING, TcpState.LAST_ACK)
+        ):
+            self._apply(StateEvent.RECV_ACK_OF_FIN)
 
     def _take_rst(self, seg: Segment) -> None:
         # RFC 9293 3.10.7: in SYN-SENT a RST is acceptable if it acks our SYN;
@@ -804,8 +808,10 @@ class ConnectionCore:
 
     @property
     def fin_acked(self) -> bool:
-        return self.fin_seq is not None and self.last_ackn_got is not None and (
-            seq_diff(self.snd_una, self.fin_seq) > 0
+        return (
+            self.fin_seq is not None
+            and self.last_ackn_got is not None
+            and (seq_diff(self.snd_una, self.fin_seq) > 0)
         )
 
 
@@ -819,4 +825,6 @@ def _check_port(what: str, port: int) -> None:
 
 def _check_seq(what: str, value: int) -> None:
     if not isinstance(value, int) or not 0 <= value < SEQ_MOD:
-        raise UsageError(f"{what} must be a 32-bit sequence number (0..2**32-1), AUTO or QUIET, got {value!r}")
+        raise UsageError(
+            f"{what} must be a 32-bit sequence number (0..2**32-1), AUTO or QUIET, got {value!r}"
+        )

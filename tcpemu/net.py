@@ -95,9 +95,7 @@ def link_mac(ns_name: str, ifname: str) -> str:
 def neighbour_replace(ns_name: str, ifname: str, ip: IPAddress, mac: str) -> None:
     """A permanent neighbour entry ip -> mac on ifname (added or replaced)."""
     with NetNS(ns_name) as ns:
-        ns.neigh(
-            "replace", dst=str(ip), lladdr=mac, ifindex=_index(ns, ifname), state=NUD_PERMANENT
-        )
+        ns.neigh("replace", dst=str(ip), lladdr=mac, ifindex=_index(ns, ifname), state=NUD_PERMANENT)
 
 
 def neighbour_delete(ns_name: str, ifname: str, ip: IPAddress) -> None:
@@ -109,10 +107,7 @@ def neighbours(ns_name: str, ifname: str | None = None) -> list[tuple[str, str |
     """(address, MAC or None, NUD state) of each neighbour entry."""
     with NetNS(ns_name) as ns:
         kw = {"ifindex": _index(ns, ifname)} if ifname else {}
-        return [
-            (str(n.get("NDA_DST")), n.get("NDA_LLADDR"), int(n["state"]))
-            for n in ns.neigh("dump", **kw)
-        ]
+        return [(str(n.get("NDA_DST")), n.get("NDA_LLADDR"), int(n["state"])) for n in ns.neigh("dump", **kw)]
 
 
 # ethtool legacy ioctls (include/uapi/linux/ethtool.h)
@@ -142,8 +137,8 @@ def set_offloads(ns_name: str, ifname: str, *, on: bool = False) -> dict[str, bo
     def work() -> dict[str, bool]:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             # gro/gso/tso first: they depend on sg and tx checksumming.
-            for feature in ("gro", "gso", "tso", "sg", "tx", "rx") if not on else (
-                "rx", "tx", "sg", "tso", "gso", "gro"
+            for feature in (
+                ("gro", "gso", "tso", "sg", "tx", "rx") if not on else ("rx", "tx", "sg", "tso", "gso", "gro")
             ):
                 try:
                     _ethtool(sock, ifname, _ETHTOOL_SET[feature], int(on))

@@ -113,6 +113,5 @@ async def wait_tcp_state(
                 return info
             await trio.sleep(interval)
     raise TcpemuTimeoutError(
-        f"socket not in {want.name} within {timeout} s; states seen: "
-        + " -> ".join(s.name for s in seen)
+        f"socket not in {want.name} within {timeout} s; states seen: " + " -> ".join(s.name for s in seen)
     )

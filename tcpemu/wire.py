@@ -17,7 +17,6 @@ import ipaddress
 import struct
 from array import array
 from dataclasses import dataclass, field
-from typing import Union
 
 import dpkt
 
@@ -47,7 +46,7 @@ __all__ = [
     "format_mac",
 ]
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
@@ -308,9 +307,7 @@ def classify_untrusted(buf: bytes | memoryview) -> tuple[bytes, bytes, int, int]
         start = ETH_HLEN + 40
         end = start + plen
         if end > n:
-            raise MalformedFrameError(
-                "ip-length", f"IPv6 payload length {plen}, {n - start} bytes present"
-            )
+            raise MalformedFrameError("ip-length", f"IPv6 payload length {plen}, {n - start} bytes present")
         addrs = bytes(buf[22:54])
         dst = addrs[16:]
     else:
@@ -481,7 +478,9 @@ def parse_mac(mac: str | bytes) -> bytes:
             raise ValueError
         return bytes(int(p, 16) for p in parts)
     except ValueError:
-        raise UsageError(f"not a MAC address: {mac!r} (expected six hex octets like 02:00:5e:00:00:01)") from None
+        raise UsageError(
+            f"not a MAC address: {mac!r} (expected six hex octets like 02:00:5e:00:00:01)"
+        ) from None
 
 
 def format_mac(mac: bytes) -> str:

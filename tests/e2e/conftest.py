@@ -25,7 +25,9 @@ def emu_server(engine: tcpemu.Engine, lab: Lab, port: int = EMU_PORT, **kw) -> t
     )
 
 
-def emu_client(engine: tcpemu.Engine, lab: Lab, port: int = IUT_PORT, local_port: int = EMU_PORT) -> tcpemu.Connection:
+def emu_client(
+    engine: tcpemu.Engine, lab: Lab, port: int = IUT_PORT, local_port: int = EMU_PORT
+) -> tcpemu.Connection:
     return engine.connection(
         tcpemu.CLIENT,
         local=(str(lab.tst.ip), local_port),

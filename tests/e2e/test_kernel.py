@@ -66,7 +66,7 @@ async def test_client_mode_accept(tcpemu_lab, tcpemu_engine):
 
 async def test_client_mode_to_a_closed_port_is_refused(tcpemu_lab, tcpemu_engine):
     conn = emu_client(tcpemu_engine, tcpemu_lab, port=IUT_PORT + 7)
-    with pytest.raises(tcpemu.ConnectionBrokenError, match="wait_open.*reset"):
+    with pytest.raises(tcpemu.ConnectionBrokenError, match=r"wait_open.*reset"):
         await conn.wait_open(timeout=5)
     assert conn.rst_got and conn.state is TcpState.CLOSED
 

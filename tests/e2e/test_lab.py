@@ -11,8 +11,8 @@ import pytest
 import trio
 
 from tcpemu import net
-from tcpemu._io import PacketLink
 from tcpemu._bpf import tcp_to_addresses
+from tcpemu._io import PacketLink
 from tcpemu.lab import connect_nowait, open_lab
 from tcpemu.wire import TcpFlags, ipv4_header_checksum_ok, parse_frame_untrusted, tcp_checksum_ok
 
@@ -44,7 +44,9 @@ async def test_neighbour_entries_are_deleted():
 
 
 async def test_stale_labs_of_dead_processes_are_removed():
-    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     dead = int(child.stdout)
     stale = f"tcpemu-{dead}-zz1-iut"
     net.create_netns(stale)

@@ -6,8 +6,7 @@ import ipaddress
 
 import pytest
 
-from tcpemu import MemoryLink, UsageError
-from tcpemu import _bpf
+from tcpemu import MemoryLink, UsageError, _bpf
 from tcpemu.wire import Frame, Segment, TcpFlags, build_frame
 
 MAC = bytes.fromhex("020000000001")

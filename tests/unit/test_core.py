@@ -19,7 +19,9 @@ IRS = 5_000
 A, S, F, R, P = TcpFlags.ACK, TcpFlags.SYN, TcpFlags.FIN, TcpFlags.RST, TcpFlags.PSH
 
 
-def seg(seq: int, ack: int = 0, flags: TcpFlags = A, payload: bytes = b"", window: int = 1000, **kw) -> Segment:
+def seg(
+    seq: int, ack: int = 0, flags: TcpFlags = A, payload: bytes = b"", window: int = 1000, **kw
+) -> Segment:
     """A segment from the peer (port 40000) to the emulator (port 20000)."""
     return Segment(40000, 20000, seq, ack, flags, window, payload=payload, **kw)
 

@@ -106,7 +106,11 @@ async def test_server_handshake_answers_only_on_wait_open(engine_and_peer, autoj
 async def test_client_sends_syn_at_once_and_acks_syn_ack(engine_and_peer):
     engine, peer = engine_and_peer
     conn = engine.connection(
-        CLIENT, local=(str(EMU_IP), EMU_PORT), remote=(str(PEER_IP), PEER_PORT), local_mac=EMU_MAC, remote_mac=PEER_MAC
+        CLIENT,
+        local=(str(EMU_IP), EMU_PORT),
+        remote=(str(PEER_IP), PEER_PORT),
+        local_mac=EMU_MAC,
+        remote_mac=PEER_MAC,
     )
     syn = await peer.expect()
     assert syn.flags == S and syn.option(2).value() == 1460
@@ -195,7 +199,9 @@ async def test_timeout_says_what_arrived_instead(engine_and_peer, autojump_clock
 async def test_wait_open_timeout_message(engine_and_peer, autojump_clock):
     engine, _peer = engine_and_peer
     conn = server(engine)
-    with pytest.raises(TcpemuTimeoutError, match="wait_open .*the peer's SYN.* timed out after 3 s; nothing arrived"):
+    with pytest.raises(
+        TcpemuTimeoutError, match=r"wait_open .*the peer's SYN.* timed out after 3 s; nothing arrived"
+    ):
         await conn.wait_open(timeout=3)
 
 
@@ -228,7 +234,11 @@ async def test_destroy_sends_nothing_and_closes(engine_and_peer):
     # pump sees it.  A frame for another connection, sent after it on the same
     # ordered link, shows when the pump has had its chance.
     other = engine.connection(
-        SERVER, local=("198.18.0.3", EMU_PORT), remote=(str(PEER_IP), None), local_mac=EMU_MAC, remote_mac=PEER_MAC
+        SERVER,
+        local=("198.18.0.3", EMU_PORT),
+        remote=(str(PEER_IP), None),
+        local_mac=EMU_MAC,
+        remote_mac=PEER_MAC,
     )
     received = engine.statistics().frames_received
     peer.send(7001, 0, A, b"late")
@@ -243,14 +253,26 @@ async def test_malformed_and_foreign_frames_are_counted_and_the_pump_goes_on(eng
     engine, peer = engine_and_peer
     caplog.set_level(logging.DEBUG, "tcpemu.engine")
     conn, snd = await open_server(engine, peer)
-    good = bytearray(build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, Segment(PEER_PORT, EMU_PORT, 7001, snd, A, 1000))))
+    good = bytearray(
+        build_frame(
+            Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, Segment(PEER_PORT, EMU_PORT, 7001, snd, A, 1000))
+        )
+    )
     bad_offset = bytearray(good)
     bad_offset[46] = 0x30  # data offset 12 bytes
     bad_option = build_frame(
-        Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, Segment(PEER_PORT, EMU_PORT, 7001, snd, A, 1000, options=(TcpOption(8, b"\x00" * 8),)))
+        Frame(
+            PEER_MAC,
+            EMU_MAC,
+            PEER_IP,
+            EMU_IP,
+            Segment(PEER_PORT, EMU_PORT, 7001, snd, A, 1000, options=(TcpOption(8, b"\x00" * 8),)),
+        )
     )
     bad_option = bad_option[:54] + b"\x08\x20" + bad_option[56:]  # option length past the header
-    other_port = build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, Segment(PEER_PORT + 1, EMU_PORT, 1, 0, A, 1000)))
+    other_port = build_frame(
+        Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, Segment(PEER_PORT + 1, EMU_PORT, 1, 0, A, 1000))
+    )
     truncated = bytes(good[:40])
     for raw in (bytes(bad_offset), bad_option, other_port, truncated):
         peer.link.send(raw)
@@ -283,11 +305,21 @@ async def test_duplicate_connection_and_bad_arguments(engine_and_peer):
     with pytest.raises(UsageError, match="exists already"):
         server(engine)
     with pytest.raises(UsageError, match="not an IP address"):
-        engine.connection(SERVER, local=("nope", 1), remote=("198.18.0.1", None), local_mac=EMU_MAC, remote_mac=PEER_MAC)
+        engine.connection(
+            SERVER, local=("nope", 1), remote=("198.18.0.1", None), local_mac=EMU_MAC, remote_mac=PEER_MAC
+        )
     with pytest.raises(UsageError, match="mode must be"):
-        engine.connection("server", local=(str(EMU_IP), 2), remote=("198.18.0.1", None), local_mac=EMU_MAC, remote_mac=PEER_MAC)  # type: ignore[arg-type]
+        engine.connection(
+            "server",
+            local=(str(EMU_IP), 2),
+            remote=("198.18.0.1", None),
+            local_mac=EMU_MAC,
+            remote_mac=PEER_MAC,
+        )  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="MAC"):
-        engine.connection(SERVER, local=(str(EMU_IP), 3), remote=("198.18.0.1", None), local_mac="zz", remote_mac=PEER_MAC)
+        engine.connection(
+            SERVER, local=(str(EMU_IP), 3), remote=("198.18.0.1", None), local_mac="zz", remote_mac=PEER_MAC
+        )
 
 
 async def test_open_engine_lets_the_body_exception_out_unwrapped():

@@ -60,7 +60,14 @@ def test_round_trip_keeps_every_field(addrs):
     assert (back.src_mac, back.dst_mac, back.src_ip, back.dst_ip) == (MAC_A, MAC_B, *addrs)
     assert back.ttl == 33
     s = back.segment
-    assert (s.src_port, s.dst_port, s.seq, s.ack, s.window, s.urgent) == (40000, 80, 0xFFFFFFF0, 0x12345678, 4321, 7)
+    assert (s.src_port, s.dst_port, s.seq, s.ack, s.window, s.urgent) == (
+        40000,
+        80,
+        0xFFFFFFF0,
+        0x12345678,
+        4321,
+        7,
+    )
     assert s.flags == TcpFlags.SYN | TcpFlags.ACK | TcpFlags.ECE | TcpFlags.AE
     assert s.options == opts
     assert s.payload == b"hello world"
@@ -105,7 +112,13 @@ def test_parse_frames_built_by_dpkt():
     ip = dpkt.ip.IP(src=V4[0].packed, dst=V4[1].packed, p=6, data=tcp)
     raw = bytes(dpkt.ethernet.Ethernet(src=MAC_A, dst=MAC_B, type=0x0800, data=ip))
     seg = parse_frame_untrusted(raw).segment
-    assert (seg.seq, seg.ack, seg.flags, seg.window, seg.payload) == (10, 20, TcpFlags.PSH | TcpFlags.ACK, 99, b"xyz")
+    assert (seg.seq, seg.ack, seg.flags, seg.window, seg.payload) == (
+        10,
+        20,
+        TcpFlags.PSH | TcpFlags.ACK,
+        99,
+        b"xyz",
+    )
     assert seg.option(OptionKind.MSS).value() == 1460
 
 

@@ -1,0 +1,36 @@
+"""nox sessions: tests (unit + end to end, needs root), unit, lint, demo."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit and end-to-end tests.  The e2e suite must run (it fails rather than skips)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "--tcpemu-require-e2e", *session.posargs)
+
+
+@nox.session
+def unit(session: nox.Session) -> None:
+    """Only the tests that need no network and no privileges."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/unit", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "tcpemu", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "tcpemu", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The seed scenario against the kernel in a throwaway lab (needs root)."""
+    session.install("-e", ".")
+    session.run("tcpemu", "demo", *session.posargs)
