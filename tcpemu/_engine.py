@@ -52,6 +52,7 @@ from .wire import (
     TcpOption,
     build_frame,
     classify_untrusted,
+    encode_options,
     flow_key,
     listen_key,
     parse_mac,
@@ -386,6 +387,13 @@ class Connection:
     ) -> Segment:
         """Send one segment; see :meth:`tcpemu.core.ConnectionCore.send` for the numbering."""
         self._check_usable("send_msg")
+        room = self._engine._payload_room(self, options)
+        if len(payload) > room:
+            raise UsageError(
+                f"send_msg: {len(payload)} payload bytes do not fit in one frame "
+                f"(at most {room} with MTU {self._engine._link.mtu}); "
+                "IP fragmentation is not implemented yet"
+            )
         seg = self.core.send(
             payload, seq=seq, ack=ack, flags=flags, window=window, options=options, urgent=urgent
         )
@@ -497,8 +505,16 @@ class Engine:
         isn: int | None = None,
         max_queue: int | None = None,
     ) -> Connection:
-        """Create an emulated connection.  CLIENT mode sends its SYN at once;
-        SERVER mode sends nothing until :meth:`Connection.wait_open`."""
+        """Create an emulated connection.
+
+        CLIENT mode sends its SYN at once; SERVER mode sends nothing until
+        :meth:`Connection.wait_open`.  In SERVER mode ``remote`` may have
+        port None: the first SYN from the remote address binds it.
+        ``window`` (default 65535) is what we advertise, ``mss`` the MSS
+        option of our SYN (None: no option), ``isn`` our initial sequence
+        number (default: drawn from the engine's random source),
+        ``max_queue`` the bound of the receive queue.
+        """
         self._check_running("connection")
         if not isinstance(mode, Mode):
             raise UsageError(f"mode must be tcpemu.SERVER or tcpemu.CLIENT, got {mode!r}")
@@ -595,6 +611,11 @@ class Engine:
         addrs = {c.local_ip for c in self._all}
         self._link.set_filter(_bpf.tcp_to_addresses(addrs))
 
+    def _payload_room(self, conn: Connection, options: list[TcpOption] | tuple[TcpOption, ...] | None) -> int:
+        ip_header = 20 if conn.local_ip.version == 4 else 40
+        opt_len = len(encode_options(options)) if options else 0
+        return self._link.mtu - ip_header - 20 - opt_len
+
     def _send_segment(self, conn: Connection, seg: Segment, note: str = "") -> None:
         frame = Frame(
             src_mac=conn.local_mac,
@@ -608,6 +629,8 @@ class Engine:
             self._link.send(data)
         except EngineBrokenError as exc:
             self._broken = exc
+            for other in list(self._all):
+                other._wake()
             raise
         self._frames_sent += 1
         if trace_log.isEnabledFor(logging.DEBUG):

@@ -13,6 +13,8 @@ The engine waits for readability on ``fileno()`` and then drains with
 from __future__ import annotations
 
 import errno
+import fcntl
+import select
 import socket
 import struct
 from typing import Protocol
@@ -28,6 +30,8 @@ MAX_FRAME = 65536 + 64
 
 
 class FrameLink(Protocol):
+    mtu: int
+
     def fileno(self) -> int: ...
     def set_filter(self, program: list[_bpf.Insn]) -> None: ...
     def recv_batch(self, limit: int) -> list[bytes]: ...
@@ -47,6 +51,39 @@ def _drain(sock: socket.socket, limit: int) -> list[bytes]:
     return frames
 
 
+SIOCGIFMTU = 0x8921
+
+
+def _interface_mtu(sock: socket.socket, ifname: str) -> int:
+    ifreq = struct.pack("16si12x", ifname.encode(), 0)
+    return int(struct.unpack_from("i", fcntl.ioctl(sock.fileno(), SIOCGIFMTU, ifreq), 16)[0])
+
+
+SEND_STALL = 1.0  # seconds a full send buffer may hold up one frame
+
+
+def _send(sock: socket.socket, frame: bytes, where: str) -> None:
+    """Send one frame; a full send buffer is waited out (bounded), never dropped."""
+    try:
+        sock.send(frame)
+        return
+    except BlockingIOError:
+        pass
+    except OSError as exc:
+        if exc.errno == errno.EMSGSIZE:
+            raise UsageError(f"a frame of {len(frame)} bytes does not fit the MTU of {where}") from None
+        raise EngineBrokenError(f"send on {where} failed: {exc}") from exc
+    # The kernel frees sent buffers within microseconds; wait for room in
+    # the calling thread rather than lose the frame.
+    _, writable, _ = select.select([], [sock], [], SEND_STALL)
+    if not writable:
+        raise EngineBrokenError(f"send on {where}: send buffer full for {SEND_STALL} s")
+    try:
+        sock.send(frame)
+    except OSError as exc:
+        raise EngineBrokenError(f"send on {where} failed: {exc}") from exc
+
+
 class PacketLink:
     """AF_PACKET SOCK_RAW on ``ifname`` (inside namespace ``netns`` if given)."""
 
@@ -56,6 +93,7 @@ class PacketLink:
         self._closed = False
         self._drops = 0
         self._sock = run_in_netns(netns, self._open, ifname, rcvbuf)
+        self.mtu = _interface_mtu(self._sock, ifname)
 
     @staticmethod
     def _open(ifname: str, rcvbuf: int) -> socket.socket:
@@ -90,10 +128,7 @@ class PacketLink:
         return _drain(self._sock, limit)
 
     def send(self, frame: bytes) -> None:
-        try:
-            self._sock.send(frame)
-        except OSError as exc:
-            raise EngineBrokenError(f"send on {self.ifname} failed: {exc}") from exc
+        _send(self._sock, frame, self.ifname)
 
     def kernel_drops(self) -> int:
         """Frames the kernel dropped for a full socket buffer, since open."""
@@ -111,6 +146,8 @@ class PacketLink:
 
 class MemoryLink:
     """One end of an in-memory link; :meth:`pair` makes both ends."""
+
+    mtu = 65000  # what one datagram on the pair carries comfortably
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
@@ -142,10 +179,7 @@ class MemoryLink:
             return None
 
     def send(self, frame: bytes) -> None:
-        try:
-            self._sock.send(frame)
-        except OSError as exc:
-            raise EngineBrokenError(f"memory link send failed: {exc}") from exc
+        _send(self._sock, frame, "memory link")
 
     def kernel_drops(self) -> int:
         return 0

@@ -88,3 +88,31 @@ async def test_frames_from_the_kernel_carry_valid_checksums():
             sock.close()
         finally:
             link.close()
+
+
+async def test_open_engine_on_a_missing_interface_or_namespace_says_so(tcpemu_lab):
+    from tcpemu import LabError, UsageError, open_engine
+
+    with pytest.raises(UsageError, match="no interface 'nope0'"):
+        async with open_engine("nope0", netns=tcpemu_lab.tst.netns):
+            pass
+    with pytest.raises(LabError, match="does not exist"):
+        async with open_engine("tst0", netns="tcpemu-no-such-namespace"):
+            pass
+
+
+async def test_oversized_frame_is_a_usage_error(tcpemu_lab, tcpemu_engine):
+    from tcpemu import SERVER, UsageError
+
+    conn = tcpemu_engine.connection(
+        SERVER,
+        local=(str(tcpemu_lab.tst.ip), 20000),
+        remote=(str(tcpemu_lab.iut.ip), 1234),
+        local_mac=tcpemu_lab.alien_mac,
+        remote_mac=tcpemu_lab.iut.mac,
+    )
+    with pytest.raises(UsageError, match=r"do not fit in one frame \(at most 1460 with MTU 1500\)"):
+        await conn.send_msg(b"x" * 1461, ack=0)
+    assert conn.next_seqn == conn.core.iss  # nothing was recorded as sent
+    await conn.send_msg(b"y" * 1460, ack=0)  # exactly one full frame is fine
+    assert tcpemu_engine.statistics().kernel_drops == 0
