@@ -2,7 +2,11 @@
 
 The two-host lab::
 
-    [ iut namespace ]  iut0 198.18.0.1/24 ==veth== tst0 198.18.0.2/24  [ tst namespace ]
+    [ iut ]  iut0 198.18.0.1/24 ==veth== tst0 198.18.0.2/24  [ tst ]
+
+The gateway lab (``open_lab(gateway=True)``)::
+
+    [ iut ]  iut0 198.18.0.1 == gw0 198.18.0.2 [ gw ] gw1 198.18.1.1 == tst0 198.18.1.2  [ tst ]
 
 The kernel of the "iut" namespace is the implementation under test.  The
 emulator runs on tst0 with the tester's address and an *alien* MAC that no
@@ -18,6 +22,7 @@ the host's own namespace is touched.
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import itertools
 import logging
@@ -37,6 +42,7 @@ from ._netns import run_in_netns
 from .wire import IPAddress
 
 __all__ = [
+    "Direction",
     "Host",
     "Lab",
     "open_lab",
@@ -91,26 +97,52 @@ class Host:
         return await trio.to_thread.run_sync(net.sysctl_read, self.netns, key)
 
 
+class Direction(enum.Enum):
+    """A direction of traffic between the IUT and the tester."""
+
+    IUT_TO_TST = "iut->tst"
+    TST_TO_IUT = "tst->iut"
+
+
 @dataclass(slots=True)
 class Lab:
-    """A built lab; use :func:`open_lab` to get one."""
+    """A built lab; use :func:`open_lab` to get one.
+
+    In the gateway topology ``gw_iut`` and ``gw_tst`` are the gateway's two
+    interfaces (same namespace), on the IUT's and on the tester's link.
+    """
 
     name: str
     iut: Host
     tst: Host
     alien_mac: str
+    gw_iut: Host | None = None
+    gw_tst: Host | None = None
     _neighbours: list[tuple[Host, IPAddress]] = field(default_factory=list)
     _closed: bool = False
 
     @property
     def namespaces(self) -> list[str]:
-        return [self.iut.netns, self.tst.netns]
+        names = [self.iut.netns, self.tst.netns]
+        if self.gw_iut is not None:
+            names.append(self.gw_iut.netns)
+        return names
+
+    @property
+    def gateway(self) -> bool:
+        return self.gw_iut is not None
+
+    @property
+    def tst_next_hop_mac(self) -> str:
+        """The MAC that frames from the tester's link to the IUT go to (the IUT's, or the gateway's)."""
+        return self.gw_tst.mac if self.gw_tst is not None else self.iut.mac
 
     async def set_neighbour(self, host: Host, ip: IPAddress | str, mac: str) -> None:
         """A permanent neighbour entry ip -> mac on ``host``'s lab interface."""
         addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
         await trio.to_thread.run_sync(net.neighbour_replace, host.netns, host.ifname, addr, mac)
-        self._neighbours.append((host, addr))
+        if (host, addr) not in self._neighbours:
+            self._neighbours.append((host, addr))
 
     async def delete_neighbour(self, host: Host, ip: IPAddress | str) -> None:
         addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
@@ -120,9 +152,33 @@ class Lab:
     async def neighbours(self, host: Host) -> list[tuple[str, str | None, int]]:
         return await trio.to_thread.run_sync(net.neighbours, host.netns, host.ifname)
 
+    def _path_entry(self, direction: Direction) -> tuple[Host, Host]:
+        """(host whose neighbour entry carries the path, destination host) of a direction."""
+        if direction is Direction.IUT_TO_TST:
+            return (self.gw_tst if self.gw_tst is not None else self.iut), self.tst
+        return (self.gw_iut if self.gw_iut is not None else self.tst), self.iut
+
     async def add_alien_neighbour(self) -> None:
-        """Point the IUT's entry for the tester's address at the alien MAC."""
-        await self.set_neighbour(self.iut, self.tst.ip, self.alien_mac)
+        """Point the tester's address at the alien MAC: on the gateway if there is one, else on the IUT.
+
+        Frames from the IUT to the tester then reach the tester's link
+        addressed to the alien MAC, for the emulator and not for the
+        tester's kernel.
+        """
+        await self.break_path(Direction.IUT_TO_TST)
+
+    async def break_path(self, direction: Direction | str) -> None:
+        """Stop traffic in one direction: the next hop's neighbour entry for the
+        destination points at the alien MAC (on the gateway, or on the sending host)."""
+        d = Direction(direction)
+        holder, dest = self._path_entry(d)
+        await self.set_neighbour(holder, dest.ip, self.alien_mac)
+
+    async def repair_path(self, direction: Direction | str) -> None:
+        """Undo :meth:`break_path`: the entry points at the destination's real MAC again."""
+        d = Direction(direction)
+        holder, dest = self._path_entry(d)
+        await self.set_neighbour(holder, dest.ip, dest.mac)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -139,9 +195,10 @@ class Lab:
             except Exception as exc:  # the namespace removal below takes it anyway
                 errors.append(f"neighbour {addr} on {host.role}: {exc}")
         self._neighbours.clear()
+        present = set(net.list_netns())
         for ns in self.namespaces:
             try:
-                if ns in net.list_netns():
+                if ns in present:
                     net.remove_netns(ns)
             except Exception as exc:
                 errors.append(f"namespace {ns}: {exc}")
@@ -191,22 +248,32 @@ def cleanup_stale_labs() -> list[str]:
 
 
 def _build(lab: Lab, sysctls: Mapping[str, str], offloads: bool) -> None:
-    iut, tst = lab.iut, lab.tst
     created: list[str] = []
+    links: list[tuple[Host, Host]] = []
+    if lab.gw_iut is not None and lab.gw_tst is not None:
+        links = [(lab.iut, lab.gw_iut), (lab.gw_tst, lab.tst)]
+    else:
+        links = [(lab.iut, lab.tst)]
+    hosts = [h for pair in links for h in pair]
     try:
         for ns in lab.namespaces:
             net.create_netns(ns)
             created.append(ns)
-        net.create_veth(iut.netns, iut.ifname, tst.netns, tst.ifname)
-        for host in (iut, tst):
+            net.link_up(ns, "lo")
+        for a, b in links:
+            net.create_veth(a.netns, a.ifname, b.netns, b.ifname)
+        for host in hosts:
             net.add_address(host.netns, host.ifname, host.ip, host.prefixlen)
-            net.link_up(host.netns, "lo")
             if not offloads:
                 state = net.set_offloads(host.netns, host.ifname, on=False)
                 if any(state.values()):
                     raise LabError(f"offloads still on for {host.ifname}: {state}")
             net.link_up(host.netns, host.ifname)
-        net.sysctl_write(iut.netns, sysctls.items())
+        if lab.gw_iut is not None and lab.gw_tst is not None:
+            net.sysctl_write(lab.gw_iut.netns, [("net.ipv4.ip_forward", "1")])
+            net.add_route(lab.iut.netns, _subnet(lab.tst), lab.gw_iut.ip)
+            net.add_route(lab.tst.netns, _subnet(lab.iut), lab.gw_tst.ip)
+        net.sysctl_write(lab.iut.netns, sysctls.items())
     except BaseException:
         for ns in created:
             try:
@@ -216,43 +283,67 @@ def _build(lab: Lab, sysctls: Mapping[str, str], offloads: bool) -> None:
         raise
 
 
-def _hosts(tag: str, rng: random.Random) -> tuple[Host, Host, str]:
+def _subnet(host: Host) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(f"{host.ip}/{host.prefixlen}", strict=False)
+
+
+def _plan(tag: str, gateway: bool) -> tuple[Host, Host, Host | None, Host | None]:
     base = f"{LAB_PREFIX}{os.getpid()}-{tag}"
-    macs = [net.alien_mac(rng.randbytes(5)) for _ in range(3)]
-    iut = Host("iut", f"{base}-iut", "iut0", ipaddress.ip_address("198.18.0.1"), 24, macs[0])
-    tst = Host("tst", f"{base}-tst", "tst0", ipaddress.ip_address("198.18.0.2"), 24, macs[1])
-    return iut, tst, macs[2]
+    ip = ipaddress.ip_address
+    iut = Host("iut", f"{base}-iut", "iut0", ip("198.18.0.1"), 24, "")
+    if not gateway:
+        return iut, Host("tst", f"{base}-tst", "tst0", ip("198.18.0.2"), 24, ""), None, None
+    gw_ns = f"{base}-gw"
+    return (
+        iut,
+        Host("tst", f"{base}-tst", "tst0", ip("198.18.1.2"), 24, ""),
+        Host("gw-iut", gw_ns, "gw0", ip("198.18.0.2"), 24, ""),
+        Host("gw-tst", gw_ns, "gw1", ip("198.18.1.1"), 24, ""),
+    )
+
+
+def _with_mac(host: Host | None) -> Host | None:
+    if host is None:
+        return None
+    return Host(
+        host.role, host.netns, host.ifname, host.ip, host.prefixlen, net.link_mac(host.netns, host.ifname)
+    )
 
 
 @asynccontextmanager
 async def open_lab(
     *,
+    gateway: bool = False,
     iut_sysctls: Mapping[str, str] | None = None,
     offloads: bool = False,
     alien_neighbour: bool = True,
     rng: random.Random | None = None,
 ) -> AsyncIterator[Lab]:
-    """Build the two-host lab, yield it, and remove it on exit.
+    """Build a lab, yield it, and remove it on exit (also when the body raises).
+
+    Two hosts (default): IUT 198.18.0.1/24 -- tester 198.18.0.2/24 on one
+    veth.  ``gateway=True``: IUT 198.18.0.1/24 -- 198.18.0.2/24 gateway
+    198.18.1.1/24 -- tester 198.18.1.2/24, the gateway forwarding and both
+    ends routing through it.
 
     ``iut_sysctls`` override :data:`DEFAULT_IUT_SYSCTLS`; ``offloads=True``
-    leaves checksum/TSO/GSO/GRO offloads on; ``alien_neighbour`` adds the
-    IUT's neighbour entry for the tester's address pointing at the alien MAC.
+    leaves checksum/TSO/GSO/GRO offloads on; ``alien_neighbour`` makes the
+    tester's address resolve to the alien MAC (on the gateway, or on the
+    IUT), which is what an emulated tester needs.
     """
     rng = rng or random.Random()
     await trio.to_thread.run_sync(cleanup_stale_labs)
     tag = f"{next(_counter)}{rng.getrandbits(24):06x}"
-    iut, tst, alien = _hosts(tag, rng)
+    iut, tst, gw_iut, gw_tst = _plan(tag, gateway)
+    alien = net.alien_mac(rng.randbytes(5))
     sysctls = {**DEFAULT_IUT_SYSCTLS, **(iut_sysctls or {})}
-    lab = Lab(name=tag, iut=iut, tst=tst, alien_mac=alien)
-    with trio.CancelScope(shield=True):
-        await trio.to_thread.run_sync(_build, lab, sysctls, offloads)
-    # The kernel picks the veth MACs; read them back.
-    macs = await trio.to_thread.run_sync(
-        lambda: (net.link_mac(iut.netns, iut.ifname), net.link_mac(tst.netns, tst.ifname))
-    )
-    lab.iut = Host(iut.role, iut.netns, iut.ifname, iut.ip, iut.prefixlen, macs[0])
-    lab.tst = Host(tst.role, tst.netns, tst.ifname, tst.ip, tst.prefixlen, macs[1])
+    lab = Lab(name=tag, iut=iut, tst=tst, alien_mac=alien, gw_iut=gw_iut, gw_tst=gw_tst)
     try:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(_build, lab, sysctls, offloads)
+        # The kernel picks the veth MACs; read them back.
+        hosts = await trio.to_thread.run_sync(lambda: [_with_mac(h) for h in (iut, tst, gw_iut, gw_tst)])
+        lab.iut, lab.tst, lab.gw_iut, lab.gw_tst = hosts  # type: ignore[assignment]
         if alien_neighbour:
             await lab.add_alien_neighbour()
         yield lab

@@ -29,6 +29,7 @@ __all__ = [
     "create_veth",
     "add_address",
     "link_up",
+    "add_route",
     "link_mac",
     "link_exists",
     "neighbour_replace",
@@ -74,6 +75,11 @@ def add_address(ns_name: str, ifname: str, ip: IPAddress, prefixlen: int) -> Non
     with NetNS(ns_name) as ns:
         kw = {"nodad": True} if ip.version == 6 else {}
         ns.addr("add", index=_index(ns, ifname), address=str(ip), prefixlen=prefixlen, **kw)
+
+
+def add_route(ns_name: str, dst: ipaddress.IPv4Network | ipaddress.IPv6Network, gateway: IPAddress) -> None:
+    with NetNS(ns_name) as ns:
+        ns.route("add", dst=str(dst), gateway=str(gateway))
 
 
 def link_up(ns_name: str, ifname: str) -> None:
