@@ -31,7 +31,7 @@ from .core import (
     SegmentKind,
     TcpState,
 )
-from .tcpinfo import TcpInfo, tcp_info, tcp_state, wait_tcp_state
+from .tcpinfo import TcpInfo, tcp_info, tcp_state, wait_tcp_info, wait_tcp_state
 from .wire import Frame, Segment, TcpFlags, TcpOption
 
 __version__ = "0.1.0"
@@ -69,6 +69,7 @@ __all__ = [
     "open_engine",
     "tcp_info",
     "tcp_state",
+    "wait_tcp_info",
     "wait_tcp_state",
     "__version__",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,7 +18,7 @@ import trio
 from ._errors import TcpemuTimeoutError
 from .core import TcpState
 
-__all__ = ["TcpInfo", "tcp_info", "tcp_state", "wait_tcp_state"]
+__all__ = ["TcpInfo", "tcp_info", "tcp_state", "wait_tcp_state", "wait_tcp_info"]
 
 # struct tcp_info (include/uapi/linux/tcp.h): 8 one-byte fields, then u32s
 # from tcpi_rto to tcpi_total_retrans.
@@ -115,3 +116,21 @@ async def wait_tcp_state(
     raise TcpemuTimeoutError(
         f"socket not in {want.name} within {timeout} s; states seen: " + " -> ".join(s.name for s in seen)
     )
+
+
+async def wait_tcp_info(
+    sock: _HasGetsockopt,
+    predicate: Callable[[TcpInfo], bool],
+    *,
+    timeout: float,
+    what: str = "condition",
+    interval: float = 0.001,
+) -> TcpInfo:
+    """Return TCP_INFO once ``predicate(info)`` holds; TcpemuTimeoutError after ``timeout`` s."""
+    info = tcp_info(sock)
+    with trio.move_on_after(timeout):
+        while not predicate(info):
+            await trio.sleep(interval)
+            info = tcp_info(sock)
+        return info
+    raise TcpemuTimeoutError(f"TCP_INFO {what} not seen within {timeout} s; last: {info}")
