@@ -45,12 +45,11 @@ from .core import (
     TcpState,
 )
 from .wire import (
-    Frame,
+    FrameTemplate,
     IPAddress,
     Segment,
     TcpFlags,
     TcpOption,
-    build_frame,
     classify_untrusted,
     encode_options,
     flow_key,
@@ -114,6 +113,7 @@ class Connection:
         self.local_mac = local_mac
         self.remote_mac = remote_mac
         self.label = label
+        self._template = FrameTemplate(local_mac, remote_mac, local_ip, remote_ip)
         self._changed = trio.Event()
         self._closed = False
         self._last_msg: Message | None = None
@@ -617,14 +617,7 @@ class Engine:
         return self._link.mtu - ip_header - 20 - opt_len
 
     def _send_segment(self, conn: Connection, seg: Segment, note: str = "") -> None:
-        frame = Frame(
-            src_mac=conn.local_mac,
-            dst_mac=conn.remote_mac,
-            src_ip=conn.local_ip,
-            dst_ip=conn.remote_ip,
-            segment=seg,
-        )
-        data = build_frame(frame)
+        data = conn._template.build(seg)
         try:
             self._link.send(data)
         except EngineBrokenError as exc:

@@ -21,7 +21,7 @@ import enum
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 from ._errors import UsageError, WouldBlock
 from .wire import OptionKind, Segment, TcpFlags, TcpOption
@@ -214,9 +214,8 @@ class SegmentKind(enum.Enum):
     """No SYN from the peer seen yet, or a SYN with another ISN."""
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One segment received from the peer, as the test sees it."""
+class Message(NamedTuple):
+    """One segment received from the peer, as the test sees it (immutable)."""
 
     seq: int
     ack: int
@@ -422,34 +421,34 @@ class ConnectionCore:
         """Take one segment from the peer; returns the queued :class:`Message`."""
         c = self._counters
         c.segments_received += 1
-        flags = seg.flags
+        fl = int(seg.flags)
         if self.dst_port is None:
             self.dst_port = seg.src_port
-        kind = self._classify_and_take(seg)
-        if kind is SegmentKind.RETRANSMIT:
-            c.retransmits_seen += 1
-        elif kind is SegmentKind.OUT_OF_ORDER:
-            c.out_of_order_seen += 1
-        elif kind is SegmentKind.UNEXPECTED:
-            c.unexpected_seen += 1
-
-        if flags & TcpFlags.ACK and kind is not SegmentKind.UNEXPECTED:
-            self._take_ack(seg.ack, flags)
-        if kind is not SegmentKind.UNEXPECTED or flags & TcpFlags.SYN:
+        if not fl & _SYN_FIN_RST and seg.seq == self.rcv_nxt:
+            # The common case, kept short: in-order data or a pure ACK.
+            kind = SegmentKind.EXPECTED
+            if seg.payload:
+                self._take_data(seg.payload, False)
+                if self._ooo.pieces:
+                    self._drain_out_of_order()
+            self.last_seqn_got = seg.seq
+        else:
+            kind = self._classify_and_take(seg)
+            if kind is SegmentKind.RETRANSMIT:
+                c.retransmits_seen += 1
+            elif kind is SegmentKind.OUT_OF_ORDER:
+                c.out_of_order_seen += 1
+            elif kind is SegmentKind.UNEXPECTED:
+                c.unexpected_seen += 1
+        if fl & _ACK and kind is not SegmentKind.UNEXPECTED:
+            self._take_ack(seg.ack)
+        if kind is not SegmentKind.UNEXPECTED or fl & _SYN:
             self.last_win_got = seg.window
-        if flags & TcpFlags.RST:
+        if fl & _RST:
             self._take_rst(seg)
 
         msg = Message(
-            seq=seg.seq,
-            ack=seg.ack,
-            flags=flags,
-            window=seg.window,
-            options=seg.options,
-            payload=seg.payload,
-            kind=kind,
-            time=now,
-            urgent=seg.urgent,
+            seg.seq, seg.ack, seg.flags, seg.window, seg.options, seg.payload, kind, now, seg.urgent
         )
         if len(self._queue) >= self.max_queue:
             # Newest is dropped, as a bounded channel would refuse it; the
@@ -564,12 +563,14 @@ class ConnectionCore:
                     if self.fin_got:
                         break
 
-    def _take_ack(self, ack: int, flags: TcpFlags) -> None:
+    def _take_ack(self, ack: int) -> None:
         self.last_ackn_got = ack
         if not self.syn_sent:
             return
-        if seq_diff(ack, self.snd_una) > 0 and seq_diff(ack, self.snd_nxt) <= 0:
+        if ack != self.snd_una and seq_diff(ack, self.snd_una) > 0 and seq_diff(ack, self.snd_nxt) <= 0:
             self.snd_una = ack
+        if self.state is TcpState.ESTABLISHED:
+            return
         acceptable = seq_diff(ack, self.iss) > 0 and seq_diff(ack, self.snd_nxt) <= 0
         if self.state is TcpState.SYN_RECEIVED and acceptable:
             self._apply(StateEvent.RECV_ACK_OF_SYN)
@@ -815,6 +816,10 @@ class ConnectionCore:
         )
 
 
+_SYN: Final = int(TcpFlags.SYN)
+_ACK: Final = int(TcpFlags.ACK)
+_RST: Final = int(TcpFlags.RST)
+_SYN_FIN_RST: Final = int(TcpFlags.SYN | TcpFlags.FIN | TcpFlags.RST)
 _HANDSHAKE_ONLY: Final = TcpFlags.ACK | TcpFlags.FIN | TcpFlags.RST | TcpFlags.SYN | TcpFlags.URG
 
 

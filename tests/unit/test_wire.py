@@ -244,3 +244,34 @@ def test_struct_layout_of_tcp_header_offsets():
     _, _, start, _ = classify_untrusted(raw)
     assert raw[start + 13] & TcpFlags.SYN
     assert struct.unpack_from("!H", raw, start + 2)[0] == 80
+
+
+@pytest.mark.parametrize("addrs", [V4, V6], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize(
+    "seg_kw",
+    [
+        {},
+        {"payload": b"odd"},
+        {"payload": bytes(range(256)) * 5, "flags": TcpFlags.PSH | TcpFlags.ACK},
+        {"options": (TcpOption.mss(1460),), "flags": TcpFlags.SYN, "seq": 0xFFFFFFFF},
+        {"payload": b"\x00" * 10, "urgent": 3, "window": 0},
+    ],
+)
+def test_template_builds_the_same_bytes_as_dpkt(addrs, seg_kw):
+    from tcpemu.wire import FrameTemplate
+
+    frame = make(addrs, **seg_kw)
+    template = FrameTemplate(frame.src_mac, frame.dst_mac, frame.src_ip, frame.dst_ip)
+    assert template.build(frame.segment) == build_frame(frame)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300))
+def test_ones_sum_matches_the_word_loop(data):
+    from tcpemu.wire import ones_sum
+
+    padded = data + b"\x00" * (len(data) % 2)
+    total = sum(struct.unpack(f"!{len(padded) // 2}H", padded))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    assert ones_sum(data) == total
