@@ -18,7 +18,7 @@ from ._errors import (
     UsageError,
     WouldBlock,
 )
-from ._io import MemoryLink, PacketLink
+from ._io import MemoryLink, PacketLink, PacketRing
 from .core import (
     AUTO,
     CLIENT,
@@ -56,6 +56,7 @@ __all__ = [
     "Message",
     "Mode",
     "PacketLink",
+    "PacketRing",
     "Segment",
     "SegmentKind",
     "TcpFlags",

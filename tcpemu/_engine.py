@@ -27,11 +27,12 @@ from ._errors import (
     ConnectionBrokenError,
     ConnectionClosedError,
     EngineBrokenError,
+    LabError,
     MalformedFrameError,
     TcpemuTimeoutError,
     UsageError,
 )
-from ._io import FrameLink, PacketLink
+from ._io import FrameLink, PacketLink, PacketRing
 from ._trace import format_segment
 from .core import (
     AUTO,
@@ -703,6 +704,17 @@ class Engine:
                 conn._wake()
 
 
+def _open_link(ifname: str, netns: str | None, ring: bool) -> FrameLink:
+    if ring:
+        try:
+            return PacketRing(ifname, netns)
+        except (UsageError, LabError):
+            raise
+        except OSError as exc:
+            log.warning("%s: no PACKET_MMAP ring (%s); reading with recv()", ifname, exc)
+    return PacketLink(ifname, netns)
+
+
 def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
     leaves = list(_leaves(group))
     return leaves[0] if len(leaves) == 1 else group
@@ -737,10 +749,12 @@ async def open_engine(
     rng: random.Random | None = None,
     seed: int | None = None,
     max_queue: int = 4096,
+    ring: bool = True,
 ) -> AsyncIterator[Engine]:
     """Open a packet socket on ``ifname`` (inside namespace ``netns``) and run its pump.
 
-    ``link`` replaces the packet socket (for example a
+    Frames are read through a PACKET_MMAP ring (``ring=False``: one
+    ``recv`` per frame).  ``link`` replaces the packet socket (for example a
     :class:`~tcpemu.MemoryLink`).  ISNs draw from ``rng`` or from
     ``random.Random(seed)``.  On exit the pump stops and the socket closes;
     connections are destroyed without sending anything.
@@ -748,7 +762,7 @@ async def open_engine(
     if link is None:
         if ifname is None:
             raise UsageError("open_engine needs an interface name (or link=)")
-        link = await trio.to_thread.run_sync(PacketLink, ifname, netns)
+        link = await trio.to_thread.run_sync(_open_link, ifname, netns, ring)
     if rng is None:
         rng = random.Random(seed)
     engine = Engine(link, rng=rng, max_queue=max_queue, name=ifname or "link")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import mmap
 import select
 import socket
 import struct
@@ -142,6 +143,101 @@ class PacketLink:
         if not self._closed:
             self._closed = True
             self._sock.close()
+
+
+PACKET_VERSION = 10
+PACKET_RX_RING = 5
+TPACKET_V2 = 1
+TP_STATUS_KERNEL = 0
+TP_STATUS_USER = 1
+TP_STATUS_COPY = 2
+_TPACKET2_HDR = struct.Struct("=IIIHHIIHH4x")  # status, len, snaplen, mac, net, sec, nsec, vlan
+_STATUS = struct.Struct("=I")
+
+
+class PacketRing(PacketLink):
+    """AF_PACKET with a PACKET_MMAP receive ring (TPACKET_V2): frames are read
+    from shared memory in batches, no system call per frame.
+
+    TPACKET_V2 rather than V3: V3 wakes the reader only when a whole block
+    is retired (its timeout is at least 1 ms), which would delay every
+    answer the emulator gives by up to that long; V2 wakes per frame.
+    Frames longer than ``frame_size`` minus the ring header arrive
+    truncated and are counted in :attr:`truncated`.
+    """
+
+    def __init__(
+        self,
+        ifname: str,
+        netns: str | None = None,
+        *,
+        frame_size: int = 2048,
+        frame_nr: int = 16384,
+    ) -> None:
+        if frame_size % 16 or frame_size < 256:
+            raise UsageError(f"frame_size must be a multiple of 16 and >= 256, got {frame_size}")
+        block_size = max(mmap.PAGESIZE, frame_size)
+        while block_size % frame_size:
+            block_size += mmap.PAGESIZE
+        per_block = block_size // frame_size
+        block_nr = -(-frame_nr // per_block)
+        self._frame_size = frame_size
+        self._frame_nr = block_nr * per_block
+        self._ring_bytes = block_size * block_nr
+        self._req = struct.pack("IIII", block_size, block_nr, frame_size, self._frame_nr)
+        self._head = 0
+        self.truncated = 0
+        super().__init__(ifname, netns)
+        try:
+            self._map = mmap.mmap(
+                self._sock.fileno(), self._ring_bytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+            )
+        except OSError:
+            self._sock.close()
+            raise
+        self._view = memoryview(self._map)
+
+    def _open(self, ifname: str, rcvbuf: int) -> socket.socket:  # type: ignore[override]
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            _bpf.attach(sock, _bpf.reject_all())
+            sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+            sock.setsockopt(SOL_PACKET, PACKET_RX_RING, self._req)
+            try:
+                sock.bind((ifname, ETH_P_ALL))
+            except OSError as exc:
+                if exc.errno == errno.ENODEV:
+                    raise UsageError(f"no interface {ifname!r} in this network namespace") from None
+                raise
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def recv_batch(self, limit: int) -> list[bytes]:
+        frames: list[bytes] = []
+        view, size, nr = self._view, self._frame_size, self._frame_nr
+        head = self._head
+        unpack_hdr, status_of, set_status = _TPACKET2_HDR.unpack_from, _STATUS.unpack_from, _STATUS.pack_into
+        while len(frames) < limit:
+            off = head * size
+            if not status_of(view, off)[0] & TP_STATUS_USER:
+                break
+            _status, length, snaplen, mac, *_ = unpack_hdr(view, off)
+            frames.append(bytes(view[off + mac : off + mac + snaplen]))
+            if snaplen < length:
+                self.truncated += 1
+            set_status(view, off, TP_STATUS_KERNEL)  # hand the slot back
+            head = head + 1 if head + 1 < nr else 0
+        self._head = head
+        return frames
+
+    def close(self) -> None:
+        if not self._closed:
+            self._view.release()
+            self._map.close()
+        super().close()
 
 
 class MemoryLink:

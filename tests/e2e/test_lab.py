@@ -116,3 +116,52 @@ async def test_oversized_frame_is_a_usage_error(tcpemu_lab, tcpemu_engine):
     assert conn.next_seqn == conn.core.iss  # nothing was recorded as sent
     await conn.send_msg(b"y" * 1460, ack=0)  # exactly one full frame is fine
     assert tcpemu_engine.statistics().kernel_drops == 0
+
+
+async def test_packet_ring_wraps_around_and_counts_truncation(tcpemu_lab):
+    """A small ring read many times over keeps frames whole and in order."""
+    from tcpemu import PacketRing
+    from tcpemu.wire import Frame, Segment, build_frame
+
+    lab = tcpemu_lab
+    ring = await trio.to_thread.run_sync(
+        lambda: PacketRing(lab.tst.ifname, lab.tst.netns, frame_size=512, frame_nr=8)
+    )
+    sender = await trio.to_thread.run_sync(PacketLink, lab.iut.ifname, lab.iut.netns)
+    try:
+        ring.set_filter(tcp_to_addresses([lab.tst.ip]))
+        iut_mac, tst_mac = (
+            bytes.fromhex(lab.iut.mac.replace(":", "")),
+            bytes.fromhex(lab.tst.mac.replace(":", "")),
+        )
+
+        def frame(i: int, size: int = 10) -> bytes:
+            seg = Segment(1000, 2000, i, 0, TcpFlags.ACK, 100, payload=bytes([i % 256]) * size)
+            return build_frame(Frame(iut_mac, tst_mac, lab.iut.ip, lab.tst.ip, seg))
+
+        got: list[bytes] = []
+        sent = [frame(i) for i in range(40)]
+        for i in range(0, 40, 5):  # five at a time: the 8-slot ring wraps five times
+            for f in sent[i : i + 5]:
+                sender.send(f)
+            with trio.fail_after(5):
+                while len(got) < i + 5:
+                    await trio.lowlevel.wait_readable(ring.fileno())
+                    got += ring.recv_batch(64)
+        assert got == sent
+        sender.send(frame(99, size=1000))  # longer than a 512-byte slot
+        with trio.fail_after(5):
+            await trio.lowlevel.wait_readable(ring.fileno())
+            big = ring.recv_batch(8)
+        assert len(big) == 1 and len(big[0]) < len(frame(99, size=1000))
+        assert ring.truncated == 1
+        assert ring.kernel_drops() == 0
+    finally:
+        ring.close()
+        sender.close()
+
+
+async def test_engine_reads_through_the_ring_by_default(tcpemu_lab, tcpemu_engine):
+    from tcpemu import PacketRing
+
+    assert isinstance(tcpemu_engine._link, PacketRing)
