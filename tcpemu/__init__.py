@@ -6,7 +6,7 @@ interface against the TCP stack under test.  See README.md and docs/.
 
 from __future__ import annotations
 
-from ._engine import Connection, Engine, EngineStatistics, open_engine
+from ._engine import Connection, Engine, EngineStatistics, Listener, ListenerStatistics, open_engine
 from ._errors import (
     ConnectionBrokenError,
     ConnectionClosedError,
@@ -51,6 +51,8 @@ __all__ = [
     "EngineStatistics",
     "Frame",
     "LabError",
+    "Listener",
+    "ListenerStatistics",
     "MalformedFrameError",
     "MemoryLink",
     "Message",

@@ -13,7 +13,8 @@ import ipaddress
 import logging
 import math
 import random
-from collections import Counter
+import struct
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from ._errors import (
     MalformedFrameError,
     TcpemuTimeoutError,
     UsageError,
+    WouldBlock,
 )
 from ._io import FrameLink, PacketLink, PacketRing
 from ._trace import format_segment
@@ -59,7 +61,7 @@ from .wire import (
     parse_tcp_untrusted,
 )
 
-__all__ = ["Engine", "Connection", "EngineStatistics", "open_engine"]
+__all__ = ["Engine", "Connection", "EngineStatistics", "Listener", "ListenerStatistics", "open_engine"]
 
 log = logging.getLogger("tcpemu.engine")
 trace_log = logging.getLogger("tcpemu.trace")
@@ -79,6 +81,8 @@ class EngineStatistics:
     kernel_drops: int
     connections: int
     queue_overflows: int
+    tx_batches: int
+    """Pump iterations whose replies left together in one sendmmsg()."""
 
 
 def _addr(value: object, what: str) -> IPAddress:
@@ -119,6 +123,7 @@ class Connection:
         self._closed = False
         self._last_msg: Message | None = None
         self._simopen_answered = False
+        self._listener: Listener | None = None
 
     def __repr__(self) -> str:
         return (
@@ -471,6 +476,168 @@ _AFTER_OPEN: Final = frozenset(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class ListenerStatistics:
+    syns: int
+    accepted: int
+    waiting: int
+    backlog_overflows: int
+
+
+class Listener:
+    """A listening endpoint made by :meth:`Engine.listen`; usable as ``async with``."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        local_ip: IPAddress,
+        local_port: int,
+        local_mac: bytes,
+        *,
+        window: int | None,
+        mss: int | None,
+        backlog: int,
+        auto_open: bool,
+        max_queue: int,
+    ) -> None:
+        self._engine = engine
+        self.local_ip = local_ip
+        self.local_port = local_port
+        self.local_mac = local_mac
+        self._window, self._mss, self._max_queue = window, mss, max_queue
+        self.backlog = backlog
+        self.auto_open = auto_open
+        self._handshaking: set[Connection] = set()
+        self._ready: deque[Connection] = deque()
+        self._changed = trio.Event()
+        self._closed = False
+        self._syns = 0
+        self._accepted = 0
+        self._overflows = 0
+
+    def statistics(self) -> ListenerStatistics:
+        return ListenerStatistics(
+            syns=self._syns,
+            accepted=self._accepted,
+            waiting=len(self._ready) + len(self._handshaking),
+            backlog_overflows=self._overflows,
+        )
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _spawn(self, frame: bytes, fkey: bytes, lkey: bytes) -> Connection | None:
+        self._syns += 1
+        if len(self._ready) + len(self._handshaking) >= self.backlog:
+            self._overflows += 1
+            log.warning(
+                "listener %s:%d: backlog of %d full, SYN not answered (%d so far)",
+                self.local_ip,
+                self.local_port,
+                self.backlog,
+                self._overflows,
+            )
+            return None
+        n = len(lkey) - 2
+        remote_ip = ipaddress.ip_address(fkey[:n])
+        (remote_port,) = struct.unpack_from("!H", fkey, 2 * n)
+        engine = self._engine
+        core = ConnectionCore(
+            Mode.SERVER,
+            src_port=self.local_port,
+            dst_port=remote_port,
+            isn=engine._rng.getrandbits(32),
+            window=self._window,
+            mss=self._mss,
+            max_queue=self._max_queue,
+        )
+        engine._label_seq += 1
+        conn = Connection(
+            engine,
+            core,
+            local_ip=self.local_ip,
+            remote_ip=remote_ip,
+            local_mac=self.local_mac,
+            remote_mac=frame[6:12],
+            label=f"c{engine._label_seq} ",
+        )
+        conn._listener = self
+        engine._conns[fkey] = conn
+        engine._all.add(conn)
+        self._handshaking.add(conn)
+        return conn
+
+    def _progress(self, conn: Connection) -> None:
+        """After each segment of a connection still in this listener."""
+        core = conn.core
+        if core.syn_got and not core.syn_sent:
+            if self.auto_open:
+                conn._transmit(core.syn_ack())
+            else:
+                self._wake()  # accept() hands it out unanswered
+                return
+        if core.state is TcpState.ESTABLISHED or core.rst_got or core.state is TcpState.CLOSED:
+            self._handshaking.discard(conn)
+            conn._listener = None
+            if core.state is TcpState.ESTABLISHED or core.state in _AFTER_OPEN:
+                core.discard_handshake()
+                self._ready.append(conn)
+                self._wake()
+            else:
+                self._engine._unregister(conn)
+
+    async def accept(self, timeout: float | None = None) -> Connection:
+        """The next connection; established when ``auto_open``, else answer it with ``wait_open``."""
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
+        with trio.move_on_at(deadline):
+            while True:
+                try:
+                    return self.accept_nowait()
+                except WouldBlock:
+                    await self._changed.wait()
+        raise TcpemuTimeoutError(
+            f"accept on {self.local_ip}:{self.local_port}: no connection within {timeout} s "
+            f"({self._syns} SYNs seen, {len(self._handshaking)} handshakes unfinished)"
+        )
+
+    def accept_nowait(self) -> Connection:
+        if self._closed:
+            raise ConnectionClosedError(f"listener {self.local_ip}:{self.local_port} is closed")
+        self._engine._check_running("accept")
+        if self._ready:
+            self._accepted += 1
+            return self._ready.popleft()
+        if not self.auto_open:
+            for conn in self._handshaking:
+                if conn.core.syn_got and not conn.core.syn_sent:
+                    self._handshaking.discard(conn)
+                    conn._listener = None
+                    self._accepted += 1
+                    return conn
+        raise WouldBlock(f"no connection waiting on {self.local_ip}:{self.local_port}")
+
+    async def aclose(self) -> None:
+        """Stop listening; connections not accepted yet are destroyed (nothing is sent)."""
+        if not self._closed:
+            self._closed = True
+            self._engine._auto.pop(listen_key(self.local_ip, self.local_port), None)
+            for conn in [*self._ready, *self._handshaking]:
+                await conn.aclose()
+            self._ready.clear()
+            self._handshaking.clear()
+            self._changed.set()
+            if not self._engine._closed:
+                self._engine._update_filter()
+        await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> Listener:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
 class Engine:
     """Packet pump and dispatch table for one link; use :func:`open_engine`."""
 
@@ -481,7 +648,10 @@ class Engine:
         self.name = name
         self._conns: dict[bytes, Connection] = {}
         self._listeners: dict[bytes, Connection] = {}
+        self._auto: dict[bytes, Listener] = {}
         self._all: set[Connection] = set()
+        self._outbox: list[bytes] | None = None
+        self._tx_batches = 0
         self._frames_received = 0
         self._frames_sent = 0
         self._unmatched = 0
@@ -560,6 +730,48 @@ class Engine:
             self._send_segment(conn, core.syn())
         return conn
 
+    def listen(
+        self,
+        local: tuple[str, int],
+        *,
+        local_mac: str | bytes,
+        window: int | None = None,
+        mss: int | None = DEFAULT_MSS,
+        backlog: int = 1024,
+        auto_open: bool = True,
+        max_queue: int | None = None,
+    ) -> Listener:
+        """Accept any number of connections on ``local``, as a listening socket does.
+
+        Each SYN from any peer makes a new SERVER connection (its MAC and
+        address are taken from the SYN).  ``auto_open=True`` answers the SYN
+        at once from the pump (no task switch); ``auto_open=False`` leaves
+        that to ``wait_open`` on the connection from :meth:`Listener.accept`.
+        At most ``backlog`` connections wait in the listener (handshaking or
+        not yet accepted); SYNs beyond that are counted and not answered.
+        """
+        self._check_running("listen")
+        local_ip, local_port = _addr(local[0], "local"), local[1]
+        key = listen_key(local_ip, local_port)
+        if key in self._auto or key in self._listeners:
+            raise UsageError(f"something listens on {local_ip}:{local_port} already")
+        if backlog < 1:
+            raise UsageError(f"backlog must be at least 1, got {backlog}")
+        lst = Listener(
+            self,
+            local_ip,
+            local_port,
+            parse_mac(local_mac),
+            window=window,
+            mss=mss,
+            backlog=backlog,
+            auto_open=auto_open,
+            max_queue=max_queue or self._max_queue,
+        )
+        self._auto[key] = lst
+        self._update_filter()
+        return lst
+
     def statistics(self) -> EngineStatistics:
         try:
             drops = self._link.kernel_drops()
@@ -573,6 +785,7 @@ class Engine:
             kernel_drops=drops,
             connections=len(self._all),
             queue_overflows=sum(c.core.statistics().queue_overflows for c in self._all),
+            tx_batches=self._tx_batches,
         )
 
     async def aclose(self) -> None:
@@ -609,7 +822,7 @@ class Engine:
             self._update_filter()
 
     def _update_filter(self) -> None:
-        addrs = {c.local_ip for c in self._all}
+        addrs = {c.local_ip for c in self._all} | {lst.local_ip for lst in self._auto.values()}
         self._link.set_filter(_bpf.tcp_to_addresses(addrs))
 
     def _payload_room(self, conn: Connection, options: list[TcpOption] | tuple[TcpOption, ...] | None) -> int:
@@ -619,26 +832,40 @@ class Engine:
 
     def _send_segment(self, conn: Connection, seg: Segment, note: str = "") -> None:
         data = conn._template.build(seg)
+        if self._outbox is not None:
+            # inside a pump iteration: leaves with the others at its end
+            self._outbox.append(data)
+        else:
+            self._transmit([data])
+        if trace_log.isEnabledFor(logging.DEBUG):
+            self._trace_sent(conn, seg, note)
+
+    def _transmit(self, frames: list[bytes]) -> None:
         try:
-            self._link.send(data)
+            if len(frames) == 1:
+                self._link.send(frames[0])
+            else:
+                self._link.send_batch(frames)
+                self._tx_batches += 1
         except EngineBrokenError as exc:
             self._broken = exc
             for other in list(self._all):
                 other._wake()
             raise
-        self._frames_sent += 1
-        if trace_log.isEnabledFor(logging.DEBUG):
-            trace_log.debug(
-                format_segment(
-                    seg,
-                    time=trio.current_time() - self._t0,
-                    outgoing=True,
-                    seq_base=conn.core.iss,
-                    ack_base=conn.core.irs,
-                    label=conn.label,
-                    note=note,
-                )
+        self._frames_sent += len(frames)
+
+    def _trace_sent(self, conn: Connection, seg: Segment, note: str) -> None:
+        trace_log.debug(
+            format_segment(
+                seg,
+                time=trio.current_time() - self._t0,
+                outgoing=True,
+                seq_base=conn.core.iss,
+                ack_base=conn.core.irs,
+                label=conn.label,
+                note=note,
             )
+        )
 
     def _dispatch(self, frame: bytes, now: float) -> Connection | None:
         self._frames_received += 1
@@ -647,11 +874,12 @@ class Engine:
             conn = self._conns.get(fkey)
             if conn is None:
                 conn = self._listeners.get(lkey)
-                if (
-                    conn is None
-                    or not frame[start + 13] & TcpFlags.SYN
-                    or fkey[: len(lkey) - 2] != conn.remote_ip.packed
-                ):
+                syn_only = frame[start + 13] & 0x12 == 0x02
+                if conn is None and syn_only and lkey in self._auto:
+                    conn = self._auto[lkey]._spawn(frame, fkey, lkey)
+                    if conn is None:
+                        return None  # backlog full: counted by the listener
+                elif conn is None or not syn_only or fkey[: len(lkey) - 2] != conn.remote_ip.packed:
                     self._unmatched += 1
                     return None
             seg = parse_tcp_untrusted(frame, start, end)
@@ -665,6 +893,8 @@ class Engine:
             self._conns[fkey] = conn
         msg = conn.core.receive(seg, now)
         conn._last_msg = msg
+        if conn._listener is not None:
+            conn._listener._progress(conn)
         if trace_log.isEnabledFor(logging.DEBUG):
             trace_log.debug(
                 format_segment(
@@ -689,10 +919,16 @@ class Engine:
                 frames = link.recv_batch(BATCH)
                 now = trio.current_time()
                 touched: set[Connection] = set()
-                for frame in frames:
-                    conn = self._dispatch(frame, now)
-                    if conn is not None:
-                        touched.add(conn)
+                self._outbox = outbox = []
+                try:
+                    for frame in frames:
+                        conn = self._dispatch(frame, now)
+                        if conn is not None:
+                            touched.add(conn)
+                finally:
+                    self._outbox = None
+                if outbox:
+                    self._transmit(outbox)
                 for conn in touched:
                     conn._wake()
         except (OSError, trio.ClosedResourceError) as exc:

@@ -10,6 +10,7 @@ import pytest
 import trio
 
 import tcpemu
+import tcpemu.lab
 from tcpemu import SegmentKind, TcpFlags, TcpState, tcp_info, tcp_state, wait_tcp_state
 
 from .conftest import (
@@ -178,3 +179,26 @@ async def test_destroy_sends_nothing(tcpemu_lab, tcpemu_engine):
     assert tcpemu_engine.statistics().frames_sent == sent
     assert tcp_state(iut) is TcpState.ESTABLISHED
     iut.close()
+
+
+async def test_listener_accepts_many_kernel_connections(tcpemu_lab, tcpemu_engine):
+    lab = tcpemu_lab
+    listener = tcpemu_engine.listen((str(lab.tst.ip), EMU_PORT), local_mac=lab.alien_mac)
+    socks = []
+    for _ in range(50):
+        sock = await lab.iut.socket()
+        assert tcpemu.lab.connect_nowait(sock, (str(lab.tst.ip), EMU_PORT)) == errno.EINPROGRESS
+        socks.append(sock)
+    for sock in socks:
+        assert await connect_result(sock) == 0
+    conns = [await listener.accept(timeout=5) for _ in socks]
+    assert len({c.remote for c in conns}) == 50
+    assert all(c.state is TcpState.ESTABLISHED for c in conns)
+    by_port = {c.remote[1]: c for c in conns}
+    sock = socks[17]
+    await sock.send(b"which one")
+    conn = by_port[sock.getsockname()[1]]
+    assert await conn.recv_data(idle=0.2, timeout=5) == b"which one"
+    assert listener.statistics().backlog_overflows == 0
+    for s in socks:
+        s.close()

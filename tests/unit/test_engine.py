@@ -349,3 +349,63 @@ async def test_isns_are_deterministic_for_a_seed():
             isns.append(server(engine).core.iss)
         peer_link.close()
     assert isns[0] == isns[1]
+
+
+async def test_listener_answers_syns_from_the_pump_and_hands_out_connections(engine_and_peer):
+    engine, peer = engine_and_peer
+    listener = engine.listen((str(EMU_IP), EMU_PORT), local_mac=EMU_MAC)
+    peer.send(7000, flags=S)
+    synack = await peer.expect()
+    assert synack.flags == S | A and synack.ack == 7001
+    peer.send(7001, synack.seq + 1)
+    conn = await listener.accept(timeout=1)
+    assert conn.state is TcpState.ESTABLISHED and conn.remote == (str(PEER_IP), PEER_PORT)
+    assert conn.remote_mac == PEER_MAC  # learnt from the SYN
+    assert conn.statistics().queued_messages == 0  # the handshake is not left in the queue
+    await conn.send_msg(b"hi")
+    assert (await peer.expect()).payload == b"hi"
+    assert listener.statistics().accepted == 1
+
+
+async def test_listener_backlog_overflow_is_counted(engine_and_peer, caplog):
+    engine, peer = engine_and_peer
+    listener = engine.listen((str(EMU_IP), EMU_PORT), local_mac=EMU_MAC, backlog=2)
+    for port in (40001, 40002, 40003):
+        seg = Segment(port, EMU_PORT, 100, 0, S, 1000)
+        peer.link.send(build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, seg)))
+    answers = [await peer.expect(), await peer.expect()]
+    assert sorted(a.dst_port for a in answers) == [40001, 40002]
+    await trio.testing.wait_all_tasks_blocked()
+    peer.expect_nothing()
+    stats = listener.statistics()
+    assert (stats.syns, stats.backlog_overflows, stats.waiting) == (3, 1, 2)
+    assert "backlog of 2 full" in caplog.text
+
+
+async def test_listener_without_auto_open_leaves_the_answer_to_the_test(engine_and_peer, autojump_clock):
+    engine, peer = engine_and_peer
+    listener = engine.listen((str(EMU_IP), EMU_PORT), local_mac=EMU_MAC, auto_open=False)
+    peer.send(7000, flags=S)
+    conn = await listener.accept(timeout=1)
+    assert conn.state is TcpState.LISTEN
+    peer.expect_nothing()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.wait_open, 5)
+        synack = await peer.expect()
+        peer.send(7001, synack.seq + 1)
+    assert conn.state is TcpState.ESTABLISHED
+    with pytest.raises(TcpemuTimeoutError, match="no connection within 1 s"):
+        await listener.accept(timeout=1)
+
+
+async def test_replies_made_in_one_pump_iteration_leave_together(engine_and_peer):
+    engine, peer = engine_and_peer
+    engine.listen((str(EMU_IP), EMU_PORT), local_mac=EMU_MAC)
+    frames = [
+        build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, Segment(port, EMU_PORT, 1, 0, S, 1000)))
+        for port in range(41000, 41010)
+    ]
+    peer.link.send_batch(frames)  # queued before the pump wakes: one iteration
+    got = [await peer.expect() for _ in frames]
+    assert sorted(g.dst_port for g in got) == list(range(41000, 41010))
+    assert engine.statistics().tx_batches >= 1
