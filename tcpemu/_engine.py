@@ -14,6 +14,7 @@ import logging
 import math
 import random
 import struct
+import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -124,6 +125,7 @@ class Connection:
         self._last_msg: Message | None = None
         self._simopen_answered = False
         self._listener: Listener | None = None
+        self._key: tuple[dict[bytes, Connection], bytes] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -564,7 +566,9 @@ class Listener:
         )
         conn._listener = self
         engine._conns[fkey] = conn
+        conn._key = (engine._conns, fkey)
         engine._all.add(conn)
+        engine._addr_refs[self.local_ip] += 1
         self._handshaking.add(conn)
         return conn
 
@@ -627,8 +631,7 @@ class Listener:
             self._ready.clear()
             self._handshaking.clear()
             self._changed.set()
-            if not self._engine._closed:
-                self._engine._update_filter()
+            self._engine._release_address(self.local_ip)
         await trio.lowlevel.checkpoint()
 
     async def __aenter__(self) -> Listener:
@@ -641,7 +644,15 @@ class Listener:
 class Engine:
     """Packet pump and dispatch table for one link; use :func:`open_engine`."""
 
-    def __init__(self, link: FrameLink, *, rng: random.Random, max_queue: int = 4096, name: str = "") -> None:
+    def __init__(
+        self,
+        link: FrameLink,
+        *,
+        rng: random.Random,
+        max_queue: int = 4096,
+        name: str = "",
+        busy_poll: float = 0.0,
+    ) -> None:
         self._link = link
         self._rng = rng
         self._max_queue = max_queue
@@ -650,8 +661,11 @@ class Engine:
         self._listeners: dict[bytes, Connection] = {}
         self._auto: dict[bytes, Listener] = {}
         self._all: set[Connection] = set()
+        self._addr_refs: Counter[IPAddress] = Counter()  # who needs each address in the filter
+        self._filtered: frozenset[IPAddress] | None = None
         self._outbox: list[bytes] | None = None
         self._tx_batches = 0
+        self._busy_poll = busy_poll
         self._frames_received = 0
         self._frames_sent = 0
         self._unmatched = 0
@@ -724,7 +738,9 @@ class Engine:
                 f"{remote_ip}:{remote_port if remote_port is not None else '*'} exists already"
             )
         table[key] = conn
+        conn._key = (table, key)
         self._all.add(conn)
+        self._addr_refs[local_ip] += 1
         self._update_filter()
         if mode is Mode.CLIENT:
             self._send_segment(conn, core.syn())
@@ -769,6 +785,7 @@ class Engine:
             max_queue=max_queue or self._max_queue,
         )
         self._auto[key] = lst
+        self._addr_refs[local_ip] += 1
         self._update_filter()
         return lst
 
@@ -813,17 +830,27 @@ class Engine:
         self._link.close()
 
     def _unregister(self, conn: Connection) -> None:
-        for table in (self._conns, self._listeners):
-            for key, c in list(table.items()):
-                if c is conn:
-                    del table[key]
-        self._all.discard(conn)
+        if conn._key is not None:
+            table, key = conn._key
+            if table.get(key) is conn:
+                del table[key]
+            conn._key = None
+        if conn in self._all:
+            self._all.discard(conn)
+            self._release_address(conn.local_ip)
+
+    def _release_address(self, addr: IPAddress) -> None:
+        self._addr_refs[addr] -= 1
+        if self._addr_refs[addr] <= 0:
+            del self._addr_refs[addr]
         if not self._closed:
             self._update_filter()
 
     def _update_filter(self) -> None:
-        addrs = {c.local_ip for c in self._all} | {lst.local_ip for lst in self._auto.values()}
-        self._link.set_filter(_bpf.tcp_to_addresses(addrs))
+        addrs = frozenset(self._addr_refs)
+        if addrs != self._filtered:  # re-attach only when the address set changes
+            self._link.set_filter(_bpf.tcp_to_addresses(addrs))
+            self._filtered = addrs
 
     def _payload_room(self, conn: Connection, options: list[TcpOption] | tuple[TcpOption, ...] | None) -> int:
         ip_header = 20 if conn.local_ip.version == 4 else 40
@@ -891,6 +918,7 @@ class Engine:
             # a listener meets its SYN: from now on it is bound to this 4-tuple
             del self._listeners[lkey]
             self._conns[fkey] = conn
+            conn._key = (self._conns, fkey)
         msg = conn.core.receive(seg, now)
         conn._last_msg = msg
         if conn._listener is not None:
@@ -912,11 +940,22 @@ class Engine:
     async def _pump(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         link = self._link
         fd = link.fileno()
+        busy = self._busy_poll
         task_status.started()
         try:
+            spin_until = 0.0
             while True:
-                await trio.lowlevel.wait_readable(fd)
                 frames = link.recv_batch(BATCH)
+                if not frames:
+                    if busy and time.perf_counter() < spin_until:
+                        # busy polling: stay awake a little after traffic, so
+                        # that the next frame is met without a wakeup
+                        await trio.lowlevel.checkpoint()
+                        continue
+                    await trio.lowlevel.wait_readable(fd)
+                    continue
+                if busy:
+                    spin_until = time.perf_counter() + busy
                 now = trio.current_time()
                 touched: set[Connection] = set()
                 self._outbox = outbox = []
@@ -986,6 +1025,7 @@ async def open_engine(
     seed: int | None = None,
     max_queue: int = 4096,
     ring: bool = True,
+    busy_poll: float = 0.0,
 ) -> AsyncIterator[Engine]:
     """Open a packet socket on ``ifname`` (inside namespace ``netns``) and run its pump.
 
@@ -1001,7 +1041,9 @@ async def open_engine(
         link = await trio.to_thread.run_sync(_open_link, ifname, netns, ring)
     if rng is None:
         rng = random.Random(seed)
-    engine = Engine(link, rng=rng, max_queue=max_queue, name=ifname or "link")
+    if busy_poll < 0:
+        raise UsageError(f"busy_poll must be >= 0 seconds, got {busy_poll}")
+    engine = Engine(link, rng=rng, max_queue=max_queue, name=ifname or "link", busy_poll=busy_poll)
     try:
         engine._update_filter()
         with _single_exception():

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
 from ._errors import UsageError, WouldBlock
-from .wire import OptionKind, Segment, TcpFlags, TcpOption
+from .wire import FLAGS, OptionKind, Segment, TcpFlags, TcpOption
 
 __all__ = [
     "TcpState",
@@ -234,7 +234,8 @@ class Message(NamedTuple):
 
     @property
     def seq_len(self) -> int:
-        return len(self.payload) + bool(self.flags & TcpFlags.SYN) + bool(self.flags & TcpFlags.FIN)
+        f = int(self.flags)
+        return len(self.payload) + ((f >> 1) & 1) + (f & 1)
 
     @property
     def mss(self) -> int | None:
@@ -440,11 +441,11 @@ class ConnectionCore:
                 c.out_of_order_seen += 1
             elif kind is SegmentKind.UNEXPECTED:
                 c.unexpected_seen += 1
-        if fl & _ACK and kind is not SegmentKind.UNEXPECTED:
+        if fl & _F_ACK and kind is not SegmentKind.UNEXPECTED:
             self._take_ack(seg.ack)
-        if kind is not SegmentKind.UNEXPECTED or fl & _SYN:
+        if kind is not SegmentKind.UNEXPECTED or fl & _F_SYN:
             self.last_win_got = seg.window
-        if fl & _RST:
+        if fl & _F_RST:
             self._take_rst(seg)
 
         msg = Message(
@@ -467,21 +468,21 @@ class ConnectionCore:
         return msg
 
     def _classify_and_take(self, seg: Segment) -> SegmentKind:
-        flags = seg.flags
-        if flags & TcpFlags.SYN:
+        fl = int(seg.flags)
+        if fl & _F_SYN:
             if self.irs is None:
                 self.irs = seg.seq
                 self.rcv_nxt = seq_add(seg.seq, 1)
                 self._read_seq = self.rcv_nxt
                 self.last_seqn_got = seg.seq
                 self.syn_got = True
-                if self.state is TcpState.SYN_SENT and not flags & TcpFlags.ACK:
+                if self.state is TcpState.SYN_SENT and not fl & _F_ACK:
                     self._apply(StateEvent.RECV_SYN)
                 elif self.state is TcpState.SYN_SENT:
                     self.last_event = StateEvent.RECV_SYN_ACK
                 else:
                     self.last_event = StateEvent.RECV_SYN
-                self._take_in_order(seg.payload, bool(flags & TcpFlags.FIN))
+                self._take_in_order(seg.payload, bool(fl & _F_FIN))
                 return SegmentKind.EXPECTED
             if seg.seq == self.irs:
                 return SegmentKind.RETRANSMIT
@@ -492,7 +493,7 @@ class ConnectionCore:
         seq_len = seg.seq_len
         if d == 0:
             if seq_len:
-                self._take_in_order(seg.payload, bool(flags & TcpFlags.FIN))
+                self._take_in_order(seg.payload, bool(fl & _F_FIN))
             self.last_seqn_got = seg.seq
             return SegmentKind.EXPECTED
         if d > 0:
@@ -501,7 +502,7 @@ class ConnectionCore:
             return SegmentKind.OUT_OF_ORDER
         if d + seq_len > 0:
             # Starts with bytes we have, ends with new ones: take the new part.
-            self._take_in_order(seg.payload[-d:], bool(flags & TcpFlags.FIN))
+            self._take_in_order(seg.payload[-d:], bool(fl & _F_FIN))
         return SegmentKind.RETRANSMIT
 
     def _take_in_order(self, payload: bytes, fin: bool) -> None:
@@ -534,14 +535,14 @@ class ConnectionCore:
         ooo = self._ooo
         old = ooo.pieces.get(seg.seq)
         grow = len(seg.payload) - (len(old[0]) if old else 0)
-        if grow <= 0 and not (seg.flags & TcpFlags.FIN and old and not old[1]):
+        if grow <= 0 and not (int(seg.flags) & _F_FIN and old and not old[1]):
             return
         if ooo.size + max(grow, 0) > self.max_out_of_order:
             self._counters.stream_overflow_bytes += len(seg.payload)
             log.warning("port %d: out-of-order store full, seq=%d not kept", self.src_port, seg.seq)
             return
         ooo.size += max(grow, 0)
-        ooo.pieces[seg.seq] = (seg.payload, bool(seg.flags & TcpFlags.FIN))
+        ooo.pieces[seg.seq] = (seg.payload, bool(int(seg.flags) & _F_FIN))
 
     def _drain_out_of_order(self) -> None:
         """Move stored pieces that now touch next_ackn into the stream."""
@@ -587,7 +588,7 @@ class ConnectionCore:
         # RFC 9293 3.10.7: in SYN-SENT a RST is acceptable if it acks our SYN;
         # elsewhere if its seq is in the receive window.
         if self.state is TcpState.SYN_SENT:
-            ok = bool(seg.flags & TcpFlags.ACK) and seg.ack == self.snd_nxt
+            ok = bool(int(seg.flags) & _F_ACK) and seg.ack == self.snd_nxt
         elif self.rcv_nxt is None:
             ok = self.state is not TcpState.LISTEN
         else:
@@ -622,7 +623,7 @@ class ConnectionCore:
         keep = deque(
             m
             for m in self._queue
-            if not (m.flags & TcpFlags.SYN or (not m.payload and m.flags & _HANDSHAKE_ONLY == TcpFlags.ACK))
+            if not (int(m.flags) & _F_SYN or (not m.payload and int(m.flags) & _HANDSHAKE_ONLY == _F_ACK))
         )
         dropped = len(self._queue) - len(keep)
         self._queue = keep
@@ -643,7 +644,7 @@ class ConnectionCore:
         """A message read by itself also reads its in-order bytes from the stream."""
         if not msg.payload or self._read_seq is None:
             return
-        d = seq_diff(msg.seq + (1 if msg.flags & TcpFlags.SYN else 0), self._read_seq)
+        d = seq_diff(msg.seq + (1 if int(msg.flags) & _F_SYN else 0), self._read_seq)
         end = d + len(msg.payload)
         if d <= 0 < end:
             n = min(end, len(self._stream))
@@ -697,15 +698,13 @@ class ConnectionCore:
             _check_seq("ack", ack)
             ack_value = ack
         if flags is None:
-            f = TcpFlags(0)
-            if ack_value is not None:
-                f |= TcpFlags.ACK
-            if payload:
-                f |= TcpFlags.PSH
+            fi = (_F_ACK if ack_value is not None else 0) | (_F_PSH if payload else 0)
         else:
-            f = TcpFlags(int(flags))
+            fi = int(flags)
+            if not 0 <= fi <= 0xFFF:
+                raise UsageError(f"flags must fit the 12 flag bits of the TCP header, got {fi:#x}")
         if isinstance(ack, Quiet):
-            f &= ~TcpFlags.ACK
+            fi &= ~_F_ACK
         if isinstance(seq, Auto):
             seq_value = self.snd_nxt
         elif isinstance(seq, Quiet):
@@ -715,7 +714,7 @@ class ConnectionCore:
             seq_value = seq
         if options is None:
             opts: tuple[TcpOption, ...] = ()
-            if f & TcpFlags.SYN and self.mss is not None:
+            if fi & _F_SYN and self.mss is not None:
                 opts = (TcpOption.mss(self.mss),)
         else:
             opts = tuple(options)
@@ -727,7 +726,7 @@ class ConnectionCore:
             dst_port=self.dst_port,
             seq=seq_value,
             ack=ack_value or 0,
-            flags=f,
+            flags=FLAGS[fi] if fi < 512 else TcpFlags(fi),
             window=win,
             urgent=urgent,
             options=opts,
@@ -738,32 +737,27 @@ class ConnectionCore:
 
     def _record_sent(self, seg: Segment, *, advance: bool) -> None:
         self._counters.segments_sent += 1
-        f = seg.flags
+        f = int(seg.flags)
         self.last_seqn_sent = seg.seq
-        if f & TcpFlags.ACK:
+        if f & _F_ACK:
             self.last_ackn_sent = seg.ack
-        if f & TcpFlags.SYN:
+        if f & _F_SYN:
             self.syn_sent = True
         if advance:
-            if f & TcpFlags.FIN and self.fin_seq is None:
+            if f & _F_FIN and self.fin_seq is None:
                 self.fin_seq = seq_add(seg.seq, seg.seq_len - 1)
             self.snd_nxt = seq_add(self.snd_nxt, seg.seq_len)
         # State moves for what was sent, whatever numbering the test chose.
-        if f & TcpFlags.RST:
+        if f & _F_RST:
             self._apply(StateEvent.SEND_RST)
-        elif f & TcpFlags.SYN and f & TcpFlags.ACK:
+        elif f & _F_SYN and f & _F_ACK:
             self._apply(StateEvent.SEND_SYN_ACK)
-        elif f & TcpFlags.SYN:
+        elif f & _F_SYN:
             self._apply(StateEvent.SEND_SYN)
         else:
-            if (
-                self.state is TcpState.SYN_SENT
-                and f & TcpFlags.ACK
-                and self.irs is not None
-                and self.syn_ack_got
-            ):
+            if self.state is TcpState.SYN_SENT and f & _F_ACK and self.irs is not None and self.syn_ack_got:
                 self._apply(StateEvent.SEND_ACK_OF_SYN)
-            if f & TcpFlags.FIN:
+            if f & _F_FIN:
                 self._apply(StateEvent.SEND_FIN)
 
     def update_sent_seq(self, new_bytes: int) -> None:
@@ -776,7 +770,7 @@ class ConnectionCore:
         """CLIENT: the SYN that opens the connection."""
         if self.syn_sent:
             raise UsageError(f"SYN already sent (state {self.state.name})")
-        return self.send(flags=TcpFlags.SYN, ack=QUIET)
+        return self.send(flags=_F_SYN, ack=QUIET)
 
     def syn_ack(self) -> Segment:
         """SERVER: the SYN-ACK answering the peer's SYN."""
@@ -784,7 +778,7 @@ class ConnectionCore:
             raise UsageError(f"no SYN from the peer to answer (state {self.state.name})")
         if self.syn_sent:
             raise UsageError(f"SYN-ACK already sent (state {self.state.name})")
-        return self.send(flags=TcpFlags.SYN | TcpFlags.ACK)
+        return self.send(flags=_F_SYN | _F_ACK)
 
     def ack_now(self, ackn: int | None = None) -> Segment:
         """A pure ACK of next_ackn (or of ``ackn``), seq = next_seqn."""
@@ -793,18 +787,18 @@ class ConnectionCore:
         return self.send(
             seq=self.snd_nxt,
             ack=AUTO if ackn is None else ackn,
-            flags=TcpFlags.ACK,
+            flags=_F_ACK,
         )
 
     def fin(self) -> Segment:
         """FIN|ACK at next_seqn."""
         if not self.synchronized:
             raise UsageError(f"cannot send FIN before the handshake (state {self.state.name})")
-        return self.send(flags=TcpFlags.FIN | TcpFlags.ACK)
+        return self.send(flags=_F_FIN | _F_ACK)
 
     def rst(self) -> Segment:
         """RST|ACK at next_seqn."""
-        flags = TcpFlags.RST | (TcpFlags.ACK if self.rcv_nxt is not None else 0)
+        flags = _F_RST | (_F_ACK if self.rcv_nxt is not None else 0)
         return self.send(flags=flags, seq=self.snd_nxt, ack=AUTO if self.rcv_nxt is not None else QUIET)
 
     @property
@@ -816,11 +810,13 @@ class ConnectionCore:
         )
 
 
-_SYN: Final = int(TcpFlags.SYN)
-_ACK: Final = int(TcpFlags.ACK)
-_RST: Final = int(TcpFlags.RST)
-_SYN_FIN_RST: Final = int(TcpFlags.SYN | TcpFlags.FIN | TcpFlags.RST)
-_HANDSHAKE_ONLY: Final = TcpFlags.ACK | TcpFlags.FIN | TcpFlags.RST | TcpFlags.SYN | TcpFlags.URG
+_F_FIN: Final = 0x01
+_F_SYN: Final = 0x02
+_F_RST: Final = 0x04
+_F_PSH: Final = 0x08
+_F_ACK: Final = 0x10
+_SYN_FIN_RST: Final = _F_SYN | _F_FIN | _F_RST
+_HANDSHAKE_ONLY: Final = _F_ACK | _F_FIN | _F_RST | _F_SYN | int(TcpFlags.URG)
 
 
 def _check_port(what: str, port: int) -> None:

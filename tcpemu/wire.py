@@ -225,11 +225,8 @@ class Segment:
     @property
     def seq_len(self) -> int:
         """Sequence space taken: payload plus one for SYN and one for FIN."""
-        return (
-            len(self.payload)
-            + (1 if self.flags & TcpFlags.SYN else 0)
-            + (1 if self.flags & TcpFlags.FIN else 0)
-        )
+        f = int(self.flags)
+        return len(self.payload) + ((f >> 1) & 1) + (f & 1)
 
     def option(self, kind: int) -> TcpOption | None:
         for opt in self.options:
@@ -258,7 +255,7 @@ class Frame:
         return self.src_ip.version
 
 
-_FLAGS = [TcpFlags(i) for i in range(512)]  # construction through the enum is slow
+FLAGS = [TcpFlags(i) for i in range(512)]  # construction through the enum is slow
 _ETHERTYPE = struct.Struct("!H")
 _PORTS = struct.Struct("!HH")
 _TCP_HDR = struct.Struct("!HHIIHHHH")
@@ -338,7 +335,7 @@ def parse_tcp_untrusted(buf: bytes | memoryview, start: int, end: int) -> Segmen
         dst_port=dport,
         seq=seq,
         ack=ack,
-        flags=_FLAGS[off_flags & 0x1FF],
+        flags=FLAGS[off_flags & 0x1FF],
         window=window,
         urgent=urgent,
         options=options,

@@ -1,0 +1,142 @@
+"""Helper processes for the benchmarks, each run inside a lab namespace.
+
+python benchmarks/_peers.py NETNS connect HOST PORT COUNT
+    sequential blocking connect() latencies (ns), closed with RST; JSON on stdout
+python benchmarks/_peers.py NETNS bulk HOST PORT NBYTES
+    connect, send NBYTES, shut down, wait for the peer's FIN
+python benchmarks/_peers.py NETNS many HOST PORT COUNT
+    COUNT non-blocking connects in flight at once; prints "ready" with timing,
+    holds them until stdin closes
+python benchmarks/_peers.py NETNS sink HOST PORT
+    accept one connection and read until EOF; prints the bytes read
+python benchmarks/_peers.py NETNS scapy-responder IFACE PORT COUNT
+    answer COUNT SYNs to PORT with scapy-built SYN-ACKs
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import select
+import socket
+import struct
+import sys
+import time
+
+from tcpemu._netns import enter_netns
+
+
+def connect_latencies(host: str, port: int, count: int) -> None:
+    out = []
+    linger = struct.pack("ii", 1, 0)
+    for _ in range(count):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        s.settimeout(5)
+        t0 = time.perf_counter_ns()
+        s.connect((host, port))
+        out.append(time.perf_counter_ns() - t0)
+        s.close()
+    print(json.dumps(out))
+
+
+def bulk(host: str, port: int, nbytes: int) -> None:
+    s = socket.create_connection((host, port), timeout=30)
+    chunk = bytes(1 << 16)
+    left = nbytes
+    while left:
+        left -= s.send(chunk[: min(left, len(chunk))])
+    s.shutdown(socket.SHUT_WR)
+    while s.recv(1 << 16):
+        pass
+    s.close()
+
+
+def many(host: str, port: int, count: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = count + 100
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(want, soft), max(want, hard)))
+    ep = select.epoll()
+    socks = {}
+    t0 = time.perf_counter()
+    for _ in range(count):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex((host, port))
+        socks[s.fileno()] = s
+        ep.register(s.fileno(), select.EPOLLOUT)
+    done = 0
+    failed = 0
+    deadline = time.monotonic() + 60
+    while done < count and time.monotonic() < deadline:
+        for fd, _ in ep.poll(1.0):
+            ep.unregister(fd)
+            if socks[fd].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                failed += 1
+            done += 1
+    print(json.dumps({"connected": done - failed, "failed": failed, "seconds": time.perf_counter() - t0}))
+    sys.stdout.flush()
+    sys.stdin.read()
+    for s in socks.values():
+        s.close()
+
+
+def sink(host: str, port: int) -> None:
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((host, port))
+    srv.listen(1)
+    print("listening", flush=True)
+    c, _ = srv.accept()
+    buf = bytearray(1 << 16)
+    total = 0
+    while n := c.recv_into(buf):
+        total += n
+    c.close()
+    print(json.dumps({"bytes": total}), flush=True)
+
+
+def scapy_responder(iface: str, port: int, count: int) -> None:
+    from scapy.all import IP, TCP, Ether, conf
+
+    sock = conf.L2socket(iface=iface)
+    print("ready", flush=True)
+    answered = 0
+    deadline = time.monotonic() + 120
+    while answered < count and time.monotonic() < deadline:
+        pkt = sock.recv()
+        if pkt is None or TCP not in pkt or pkt[TCP].dport != port or pkt[TCP].flags != "S":
+            continue
+        ip, tcp = pkt[IP], pkt[TCP]
+        reply = (
+            Ether(src=pkt.dst, dst=pkt.src)
+            / IP(src=ip.dst, dst=ip.src)
+            / TCP(sport=tcp.dport, dport=tcp.sport, flags="SA", seq=1000, ack=tcp.seq + 1, window=65535)
+        )
+        sock.send(reply)
+        answered += 1
+    sock.close()
+
+
+def main() -> None:
+    netns, cmd, *args = sys.argv[1:]
+    enter_netns(netns)
+    if cmd == "connect":
+        connect_latencies(args[0], int(args[1]), int(args[2]))
+    elif cmd == "bulk":
+        bulk(args[0], int(args[1]), int(args[2]))
+    elif cmd == "many":
+        many(args[0], int(args[1]), int(args[2]))
+    elif cmd == "sink":
+        sink(args[0], int(args[1]))
+    elif cmd == "scapy-responder":
+        scapy_responder(args[0], int(args[1]), int(args[2]))
+    else:
+        raise SystemExit(f"unknown command {cmd!r}")
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
