@@ -1,4 +1,4 @@
-"""nox sessions: tests (unit + end to end, needs root), unit, lint, demo."""
+"""nox sessions: tests (unit + end to end, needs root), unit, lint, bench, demo."""
 
 from __future__ import annotations
 
@@ -27,6 +27,13 @@ def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
     session.run("ruff", "check", "tcpemu", "tests", "benchmarks", "noxfile.py")
     session.run("ruff", "format", "--check", "tcpemu", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmarks (needs root): results in benchmarks/results/results.{json,md}."""
+    session.install("-e", ".", "scapy")
+    session.run("python", "benchmarks/run.py", *session.posargs)
 
 
 @nox.session

@@ -84,6 +84,8 @@ class EngineStatistics:
     queue_overflows: int
     tx_batches: int
     """Pump iterations whose replies left together in one sendmmsg()."""
+    frames_truncated: int
+    """Frames longer than a receive-ring slot, seen cut short."""
 
 
 def _addr(value: object, what: str) -> IPAddress:
@@ -803,6 +805,7 @@ class Engine:
             connections=len(self._all),
             queue_overflows=sum(c.core.statistics().queue_overflows for c in self._all),
             tx_batches=self._tx_batches,
+            frames_truncated=getattr(self._link, "truncated", 0),
         )
 
     async def aclose(self) -> None:
@@ -825,6 +828,15 @@ class Engine:
         for conn in list(self._all):
             conn._closed = True
             conn._wake()
+        try:
+            drops = self._link.kernel_drops()
+        except OSError:
+            drops = 0
+        if drops:
+            # frames the kernel could not queue for us: the run did not see everything
+            log.warning(
+                "%s: the kernel dropped %d frames for this engine (receive buffer full)", self.name, drops
+            )
         # wake a pump blocked on the descriptor before it goes away
         trio.lowlevel.notify_closing(self._link.fileno())
         self._link.close()
