@@ -47,6 +47,7 @@ from .core import (
     Mode,
     Quiet,
     TcpState,
+    _worth_logging,
 )
 from .wire import (
     FrameTemplate,
@@ -535,13 +536,14 @@ class Listener:
         self._syns += 1
         if len(self._ready) + len(self._handshaking) >= self.backlog:
             self._overflows += 1
-            log.warning(
-                "listener %s:%d: backlog of %d full, SYN not answered (%d so far)",
-                self.local_ip,
-                self.local_port,
-                self.backlog,
-                self._overflows,
-            )
+            if _worth_logging(self._overflows):
+                log.warning(
+                    "listener %s:%d: backlog of %d full, SYN not answered (%d so far)",
+                    self.local_ip,
+                    self.local_port,
+                    self.backlog,
+                    self._overflows,
+                )
             return None
         n = len(lkey) - 2
         remote_ip = ipaddress.ip_address(fkey[:n])

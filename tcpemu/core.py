@@ -455,14 +455,15 @@ class ConnectionCore:
             # Newest is dropped, as a bounded channel would refuse it; the
             # receive state above has moved all the same.
             c.queue_overflows += 1
-            log.warning(
-                "port %d: receive queue full (%d messages), segment seq=%d dropped from the queue "
-                "(%d overflows so far); read with recv_msg/recv_data or raise max_queue",
-                self.src_port,
-                self.max_queue,
-                seg.seq,
-                c.queue_overflows,
-            )
+            if _worth_logging(c.queue_overflows):
+                log.warning(
+                    "port %d: receive queue full (%d messages), segment seq=%d dropped from the queue "
+                    "(%d overflows so far); read with recv_msg/recv_data or raise max_queue",
+                    self.src_port,
+                    self.max_queue,
+                    seg.seq,
+                    c.queue_overflows,
+                )
         else:
             self._queue.append(msg)
         return msg
@@ -817,6 +818,11 @@ _F_PSH: Final = 0x08
 _F_ACK: Final = 0x10
 _SYN_FIN_RST: Final = _F_SYN | _F_FIN | _F_RST
 _HANDSHAKE_ONLY: Final = _F_ACK | _F_FIN | _F_RST | _F_SYN | int(TcpFlags.URG)
+
+
+def _worth_logging(count: int) -> bool:
+    """Log the 1st, 2nd, 4th, 8th ... occurrence: every overflow is counted, the log is not flooded."""
+    return count & (count - 1) == 0
 
 
 def _check_port(what: str, port: int) -> None:
