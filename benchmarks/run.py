@@ -21,6 +21,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,7 @@ import tcpemu
 from tcpemu import SERVER, TcpFlags
 from tcpemu._io import PacketLink, PacketRing
 from tcpemu._netns import run_in_netns
+from tcpemu.capture import PcapngWriter
 from tcpemu.lab import Direction, Lab, open_lab
 from tcpemu.wire import Frame, Segment, build_frame, parse_mac
 
@@ -126,6 +128,7 @@ async def bench_pump(lab: Lab, size: Size, use_scapy: bool) -> list[Result]:
     frames = ack_frames(lab, n)
     filt = tcpemu._bpf.tcp_to_addresses([lab.tst.ip])
     emu = Result("pump: tcpemu classify+dispatch (ring)", "frames/s")
+    captured = Result("pump: tcpemu with pcapng capture", "frames/s")
     bare = Result("pump: bare recv_into loop", "frames/s")
     scapy_r = Result("pump: scapy sniff", "frames/s")
     # bare loop: the socket is filled first, then drained
@@ -147,36 +150,41 @@ async def bench_pump(lab: Lab, size: Size, use_scapy: bool) -> list[Result]:
         bare.note = f"only {got} of {n} frames queued (kernel drops {link.kernel_drops()})"
     link.close()
 
-    ring = await trio.to_thread.run_sync(
-        lambda: PacketRing(lab.tst.ifname, lab.tst.netns, frame_size=256, frame_nr=n + 1024)
-    )
-    ring.set_filter(filt)
-    await trio.to_thread.run_sync(blast, lab, frames)
-    drops = ring.kernel_drops()
-    # The engine is put together by hand so that the connection exists
-    # before the pump takes its first frame from the filled ring.
-    engine = tcpemu.Engine(ring, rng=random.Random(1))
-    conn = engine.connection(
-        SERVER,
-        local=(str(lab.tst.ip), 20000),
-        remote=(str(lab.iut.ip), 40000),
-        local_mac=lab.alien_mac,
-        remote_mac=lab.iut.mac,
-        max_queue=n + 10,
-    )
-    ring.set_filter(filt)
-    async with trio.open_nursery() as nursery:
-        t0 = time.perf_counter()
-        await nursery.start(engine._pump)
-        await conn.wait_until(lambda c, want=n - drops: c.statistics().segments_received >= want, timeout=60)
-        emu.runs.append((n - drops) / (time.perf_counter() - t0))
-        nursery.cancel_scope.cancel()
-    engine._close_now()
-    if drops:
-        emu.note = f"kernel dropped {drops} while filling"
+    for result, capture in ((emu, None), (captured, os.path.join(tempfile.mkdtemp(), "pump.pcapng"))):
+        ring = await trio.to_thread.run_sync(
+            lambda: PacketRing(lab.tst.ifname, lab.tst.netns, frame_size=256, frame_nr=n + 1024)
+        )
+        ring.set_filter(filt)
+        await trio.to_thread.run_sync(blast, lab, frames)
+        drops = ring.kernel_drops()
+        # The engine is put together by hand so that the connection exists
+        # before the pump takes its first frame from the filled ring.
+        writer = PcapngWriter(capture, ifname=lab.tst.ifname) if capture else None
+        engine = tcpemu.Engine(ring, rng=random.Random(1), capture=writer)
+        conn = engine.connection(
+            SERVER,
+            local=(str(lab.tst.ip), 20000),
+            remote=(str(lab.iut.ip), 40000),
+            local_mac=lab.alien_mac,
+            remote_mac=lab.iut.mac,
+            max_queue=n + 10,
+        )
+        async with trio.open_nursery() as nursery:
+            t0 = time.perf_counter()
+            await nursery.start(engine._pump)
+            await conn.wait_until(
+                lambda c, want=n - drops: c.statistics().segments_received >= want, timeout=60
+            )
+            result.runs.append((n - drops) / (time.perf_counter() - t0))
+            nursery.cancel_scope.cancel()
+        engine._close_now()
+        if capture:
+            os.unlink(capture)
+        if drops:
+            result.note = f"kernel dropped {drops} while filling"
     if use_scapy:
         scapy_r.runs.append(await scapy_sniff_rate(lab, size.scapy_frames))
-    return [emu, bare, scapy_r] if use_scapy else [emu, bare]
+    return [emu, captured, bare, scapy_r] if use_scapy else [emu, captured, bare]
 
 
 async def scapy_sniff_rate(lab: Lab, n: int) -> float:
@@ -414,6 +422,13 @@ TARGETS = [
         "pump: bare recv_into loop",
         ">=",
         1.0,
+    ),
+    (
+        "pump with capture / without (overhead <= 20%)",
+        "pump: tcpemu with pcapng capture",
+        "pump: tcpemu classify+dispatch (ring)",
+        ">=",
+        0.8,
     ),
     ("pump vs scapy sniff", "pump: tcpemu classify+dispatch (ring)", "pump: scapy sniff", ">=", 100.0),
     ("connect p99 emulated / kernel", "connect() emulated p99", "connect() kernel p99", "<=", 2.0),

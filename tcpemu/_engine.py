@@ -10,8 +10,11 @@ bounded and an overflow is counted and logged.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import logging
 import math
+import os
+import pathlib
 import random
 import struct
 import time
@@ -37,6 +40,7 @@ from ._errors import (
 )
 from ._io import FrameLink, PacketLink, PacketRing
 from ._trace import format_segment
+from .capture import INBOUND, OUTBOUND, PcapngWriter
 from .core import (
     AUTO,
     DEFAULT_MSS,
@@ -46,6 +50,7 @@ from .core import (
     Message,
     Mode,
     Quiet,
+    SegmentKind,
     TcpState,
     _worth_logging,
 )
@@ -129,6 +134,9 @@ class Connection:
         self._simopen_answered = False
         self._listener: Listener | None = None
         self._key: tuple[dict[bytes, Connection], bytes] | None = None
+        # (time, ">" or "<" or "!", Segment | Message | str): formatted only when asked
+        self._trace: deque[tuple[float, str, object]] = deque(maxlen=engine._trace_depth)
+        self._traced_state = core.state
 
     def __repr__(self) -> str:
         return (
@@ -211,6 +219,52 @@ class Connection:
     def statistics(self) -> ConnectionStatistics:
         return self.core.statistics()
 
+    def trace(self) -> list[str]:
+        """This connection's recent segments and events, one readable line each.
+
+        Times are seconds since the engine opened; sequence numbers are
+        relative to each side's ISN.  The engine keeps the last
+        ``trace_depth`` entries of each connection.
+        """
+        lines = []
+        core = self.core
+        for t, kind, item in self._trace:
+            if kind == "!":
+                lines.append(f"{t:10.6f} {self.label}! {item}")
+            elif kind == ">":
+                sent: Segment = item  # type: ignore[assignment]
+                lines.append(
+                    format_segment(
+                        sent, time=t, outgoing=True, seq_base=core.iss, ack_base=core.irs, label=self.label
+                    )
+                )
+            else:
+                msg: Message = item  # type: ignore[assignment]
+                seg = Segment(
+                    0, 0, msg.seq, msg.ack, msg.flags, msg.window, msg.urgent, msg.options, msg.payload
+                )
+                note = "" if msg.kind is SegmentKind.EXPECTED else msg.kind.value
+                lines.append(
+                    format_segment(
+                        seg,
+                        time=t,
+                        outgoing=False,
+                        seq_base=core.irs,
+                        ack_base=core.iss,
+                        label=self.label,
+                        note=note,
+                    )
+                )
+        return lines
+
+    def _note_state(self) -> None:
+        self._event(f"state {self._traced_state.name} -> {self.core.state.name}")
+        self._traced_state = self.core.state
+
+    def _event(self, text: str) -> None:
+        self._trace.append((trio.current_time() - self._engine._t0, "!", text))
+        trace_log.debug("%s%s", self.label, text)
+
     # ----------------------------------------------------------- plumbing
 
     def _wake(self) -> None:
@@ -254,7 +308,9 @@ class Connection:
                 if result is not None:
                     return result
                 await self._changed.wait()
-        raise TcpemuTimeoutError(f"{what}: timed out after {timeout} s; {self._arrived(before)}")
+        error = f"{what}: timed out after {timeout} s; {self._arrived(before)}"
+        self._event(error)
+        raise TcpemuTimeoutError(error)
 
     def _transmit(self, seg: Segment, note: str = "") -> Segment:
         self._engine._send_segment(self, seg, note)
@@ -572,6 +628,7 @@ class Listener:
         engine._conns[fkey] = conn
         conn._key = (engine._conns, fkey)
         engine._all.add(conn)
+        engine.recent.append(conn)
         engine._addr_refs[self.local_ip] += 1
         self._handshaking.add(conn)
         return conn
@@ -656,8 +713,14 @@ class Engine:
         max_queue: int = 4096,
         name: str = "",
         busy_poll: float = 0.0,
+        trace_depth: int = 1000,
+        capture: PcapngWriter | None = None,
     ) -> None:
         self._link = link
+        self._trace_depth = trace_depth
+        self.capture = capture
+        self.recent: deque[Connection] = deque(maxlen=64)
+        """The connections made most recently (destroyed ones too), for reports."""
         self._rng = rng
         self._max_queue = max_queue
         self.name = name
@@ -744,6 +807,7 @@ class Engine:
         table[key] = conn
         conn._key = (table, key)
         self._all.add(conn)
+        self.recent.append(conn)
         self._addr_refs[local_ip] += 1
         self._update_filter()
         if mode is Mode.CLIENT:
@@ -842,6 +906,8 @@ class Engine:
         # wake a pump blocked on the descriptor before it goes away
         trio.lowlevel.notify_closing(self._link.fileno())
         self._link.close()
+        if self.capture is not None:
+            self.capture.close()
 
     def _unregister(self, conn: Connection) -> None:
         if conn._key is not None:
@@ -873,6 +939,9 @@ class Engine:
 
     def _send_segment(self, conn: Connection, seg: Segment, note: str = "") -> None:
         data = conn._template.build(seg)
+        conn._trace.append((trio.current_time() - self._t0, ">", seg))
+        if conn.core.state is not conn._traced_state:
+            conn._note_state()
         if self._outbox is not None:
             # inside a pump iteration: leaves with the others at its end
             self._outbox.append(data)
@@ -882,6 +951,9 @@ class Engine:
             self._trace_sent(conn, seg, note)
 
     def _transmit(self, frames: list[bytes]) -> None:
+        if self.capture is not None:
+            for frame in frames:
+                self.capture.write(frame, OUTBOUND)
         try:
             if len(frames) == 1:
                 self._link.send(frames[0])
@@ -933,8 +1005,14 @@ class Engine:
             del self._listeners[lkey]
             self._conns[fkey] = conn
             conn._key = (self._conns, fkey)
+        overflows = conn.core._counters.queue_overflows
         msg = conn.core.receive(seg, now)
         conn._last_msg = msg
+        conn._trace.append((now - self._t0, "<", msg))
+        if conn.core.state is not conn._traced_state:
+            conn._note_state()
+        if conn.core._counters.queue_overflows != overflows:
+            conn._event(f"receive queue full: seq={seg.seq} not queued")
         if conn._listener is not None:
             conn._listener._progress(conn)
         if trace_log.isEnabledFor(logging.DEBUG):
@@ -970,6 +1048,10 @@ class Engine:
                     continue
                 if busy:
                     spin_until = time.perf_counter() + busy
+                if self.capture is not None:
+                    write = self.capture.write
+                    for frame in frames:
+                        write(frame, INBOUND)
                 now = trio.current_time()
                 touched: set[Connection] = set()
                 self._outbox = outbox = []
@@ -991,6 +1073,25 @@ class Engine:
             log.error("%s: packet pump stopped: %s", self.name, exc)
             for conn in list(self._all):
                 conn._wake()
+
+
+TEST_REGISTRY: list[Engine] | None = None
+"""Set by the pytest plugin while a test runs: the engines it opened, for its report."""
+CAPTURE_DIR: pathlib.Path | None = None
+"""Set by the pytest plugin: where engines opened without ``capture=`` write their pcapng."""
+_capture_seq = itertools.count(1)
+
+
+def _capture_writer(
+    capture: str | os.PathLike[str] | PcapngWriter | None, ifname: str
+) -> PcapngWriter | None:
+    if isinstance(capture, PcapngWriter):
+        return capture
+    if capture is None:
+        if CAPTURE_DIR is None:
+            return None
+        capture = CAPTURE_DIR / f"{ifname}-{next(_capture_seq)}.pcapng"
+    return PcapngWriter(capture, ifname=ifname)
 
 
 def _open_link(ifname: str, netns: str | None, ring: bool) -> FrameLink:
@@ -1040,6 +1141,8 @@ async def open_engine(
     max_queue: int = 4096,
     ring: bool = True,
     busy_poll: float = 0.0,
+    capture: str | os.PathLike[str] | PcapngWriter | None = None,
+    trace_depth: int = 1000,
 ) -> AsyncIterator[Engine]:
     """Open a packet socket on ``ifname`` (inside namespace ``netns``) and run its pump.
 
@@ -1057,7 +1160,18 @@ async def open_engine(
         rng = random.Random(seed)
     if busy_poll < 0:
         raise UsageError(f"busy_poll must be >= 0 seconds, got {busy_poll}")
-    engine = Engine(link, rng=rng, max_queue=max_queue, name=ifname or "link", busy_poll=busy_poll)
+    writer = _capture_writer(capture, ifname or "link")
+    engine = Engine(
+        link,
+        rng=rng,
+        max_queue=max_queue,
+        name=ifname or "link",
+        busy_poll=busy_poll,
+        trace_depth=trace_depth,
+        capture=writer,
+    )
+    if TEST_REGISTRY is not None:
+        TEST_REGISTRY.append(engine)
     try:
         engine._update_filter()
         with _single_exception():

@@ -1,0 +1,197 @@
+"""pcapng capture of everything an engine sends and receives.
+
+Wireshark and tcpdump open the files: one section, one interface
+description block naming the interface (nanosecond timestamps), and one
+enhanced packet block per frame with its direction in ``epb_flags``.
+
+Long runs rotate: a new file when the current one passes ``max_bytes`` or
+``max_seconds``, and only the newest ``max_files`` are kept, so disk use
+stays under ``max_bytes * max_files``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import pathlib
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ._errors import MalformedFrameError, UsageError
+from .wire import IPAddress, classify_untrusted, flow_key
+
+__all__ = ["PcapngWriter", "PcapngRecord", "read_pcapng", "filter_pcapng", "INBOUND", "OUTBOUND"]
+
+INBOUND = 1
+OUTBOUND = 2
+LINKTYPE_ETHERNET = 1
+
+_SHB = 0x0A0D0D0A
+_IDB = 0x00000001
+_EPB = 0x00000006
+_BYTE_ORDER = 0x1A2B3C4D
+_EPB_HEAD = struct.Struct("<IIIIIII")
+_EPB_FLAGS = (struct.pack("<HHI", 2, 4, INBOUND), struct.pack("<HHI", 2, 4, OUTBOUND))
+_END = struct.pack("<HH", 0, 0)
+_PAD = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
+
+
+def _option(code: int, value: bytes) -> bytes:
+    return struct.pack("<HH", code, len(value)) + value + b"\x00" * (-len(value) % 4)
+
+
+def _block(kind: int, body: bytes) -> bytes:
+    length = 12 + len(body)
+    return struct.pack("<II", kind, length) + body + struct.pack("<I", length)
+
+
+def _header(ifname: str, snaplen: int) -> bytes:
+    shb = _block(_SHB, struct.pack("<IHHq", _BYTE_ORDER, 1, 0, -1) + _option(4, b"tcpemu") + _END)
+    idb_opts = _option(2, ifname.encode()) + _option(9, bytes([9])) + _END  # if_name, if_tsresol=ns
+    idb = _block(_IDB, struct.pack("<HHI", LINKTYPE_ETHERNET, 0, snaplen) + idb_opts)
+    return shb + idb
+
+
+class PcapngWriter:
+    """Append frames to ``path`` (rotating to ``path``-N.pcapng files when bounded)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        ifname: str = "tcpemu",
+        snaplen: int = 65535,
+        max_bytes: int | None = None,
+        max_seconds: float | None = None,
+        max_files: int | None = None,
+    ) -> None:
+        if max_bytes is not None and max_bytes < 4096:
+            raise UsageError(f"max_bytes must be at least 4096, got {max_bytes}")
+        if max_files is not None and max_files < 1:
+            raise UsageError(f"max_files must be at least 1, got {max_files}")
+        if max_files is not None and max_bytes is None and max_seconds is None:
+            raise UsageError("max_files bounds rotated files: give max_bytes or max_seconds too")
+        self.path = pathlib.Path(path)
+        self.ifname = ifname
+        self.snaplen = snaplen
+        self.max_bytes = max_bytes
+        self.max_seconds = max_seconds
+        self.max_files = max_files
+        self.frames = 0
+        self.files: list[pathlib.Path] = []
+        self._n = 0
+        self._file = None
+        self._size = 0
+        self._opened = 0.0
+        self._open_next()
+
+    def _open_next(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        name = (
+            self.path
+            if self._n == 0
+            else self.path.with_name(f"{self.path.stem}-{self._n}{self.path.suffix}")
+        )
+        self._n += 1
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(name, "wb", buffering=1 << 20)  # noqa: SIM115 (closed in close())
+        header = _header(self.ifname, self.snaplen)
+        self._file.write(header)
+        self._size = len(header)
+        self._opened = time.monotonic()
+        self.files.append(name)
+        if self.max_files is not None:
+            while len(self.files) > self.max_files:
+                old = self.files.pop(0)
+                old.unlink(missing_ok=True)
+
+    def write(self, frame: bytes, direction: int, ts_ns: int | None = None) -> None:
+        """One frame; ``direction`` is INBOUND or OUTBOUND; ``ts_ns`` defaults to now."""
+        if self._file is None:
+            raise UsageError(f"capture {self.path} is closed")
+        ts = time.time_ns() if ts_ns is None else ts_ns
+        data = frame[: self.snaplen]
+        caplen = len(data)
+        total = 28 + caplen + (-caplen % 4) + 12 + 4
+        self._file.write(
+            _EPB_HEAD.pack(_EPB, total, 0, ts >> 32, ts & 0xFFFFFFFF, caplen, len(frame))
+            + data
+            + _PAD[caplen % 4]
+            + _EPB_FLAGS[direction - 1]
+            + _END
+            + total.to_bytes(4, "little")
+        )
+        self._size += total
+        self.frames += 1
+        if (self.max_bytes is not None and self._size >= self.max_bytes) or (
+            self.max_seconds is not None and time.monotonic() - self._opened >= self.max_seconds
+        ):
+            self._open_next()
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+@dataclass(frozen=True, slots=True)
+class PcapngRecord:
+    time_ns: int
+    direction: int
+    frame: bytes
+
+
+def read_pcapng(path: str | os.PathLike[str]) -> Iterator[PcapngRecord]:
+    """The enhanced packet blocks of a (little-endian, nanosecond) file written by this module."""
+    data = pathlib.Path(path).read_bytes()
+    off = 0
+    while off + 12 <= len(data):
+        kind, length = struct.unpack_from("<II", data, off)
+        if length < 12 or off + length > len(data):
+            raise UsageError(f"{path}: block at {off} has length {length}")
+        if kind == _EPB:
+            _, _, _, hi, lo, caplen, _orig = _EPB_HEAD.unpack_from(data, off)
+            frame = data[off + 28 : off + 28 + caplen]
+            direction = 0
+            opt = off + 28 + caplen + (-caplen % 4)
+            while opt + 4 <= off + length - 4:
+                code, olen = struct.unpack_from("<HH", data, opt)
+                if code == 0:
+                    break
+                if code == 2 and olen == 4:
+                    direction = struct.unpack_from("<I", data, opt + 4)[0] & 3
+                opt += 4 + olen + (-olen % 4)
+            yield PcapngRecord((hi << 32) | lo, direction, frame)
+        off += length
+
+
+def filter_pcapng(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    local: tuple[str | IPAddress, int],
+    remote: tuple[str | IPAddress, int],
+    ifname: str = "tcpemu",
+) -> int:
+    """Copy the frames of one connection (both directions) from ``src`` to ``dst``; returns how many."""
+    lip, rip = ipaddress.ip_address(local[0]), ipaddress.ip_address(remote[0])
+    keys = {flow_key(lip, local[1], rip, remote[1]), flow_key(rip, remote[1], lip, local[1])}
+    out = PcapngWriter(dst, ifname=ifname)
+    try:
+        for rec in read_pcapng(src):
+            try:
+                fkey, _, _, _ = classify_untrusted(rec.frame)
+            except MalformedFrameError:
+                continue
+            if fkey in keys:
+                out.write(rec.frame, rec.direction or INBOUND, rec.time_ns)
+        return out.frames
+    finally:
+        out.close()
