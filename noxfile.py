@@ -1,10 +1,10 @@
-"""nox sessions: tests (unit + end to end, needs root), unit, lint, bench, demo."""
+"""nox sessions: tests (unit + end to end, needs root), unit, lint, docs, bench, demo."""
 
 from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "docs", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 
@@ -27,6 +27,15 @@ def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
     session.run("ruff", "check", "tcpemu", "tests", "benchmarks", "noxfile.py")
     session.run("ruff", "format", "--check", "tcpemu", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "docs/examples")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, built strict (warnings fail): site/."""
+    session.install("-e", ".", "mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26")
+    session.env["NO_MKDOCS_2_WARNING"] = "1"
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site")
 
 
 @nox.session
