@@ -146,17 +146,13 @@ class PacketLink:
         self._sock = run_in_netns(netns, self._open, ifname, rcvbuf)
         self.mtu = _interface_mtu(self._sock, ifname)
 
-    @staticmethod
-    def _open(ifname: str, rcvbuf: int) -> socket.socket:
+    def _open(self, ifname: str, rcvbuf: int) -> socket.socket:
         # Protocol 0 receives nothing until bind(); attach a reject-all filter
         # first so that no frame queued before the real filter slips in.
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
             _bpf.attach(sock, _bpf.reject_all())
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)  # SO_RCVBUFFORCE (root)
-            except OSError:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self._configure(sock, rcvbuf)
             try:
                 sock.bind((ifname, ETH_P_ALL))
             except OSError as exc:
@@ -168,6 +164,12 @@ class PacketLink:
             sock.close()
             raise
         return sock
+
+    def _configure(self, sock: socket.socket, rcvbuf: int) -> None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)  # SO_RCVBUFFORCE (root)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -250,23 +252,9 @@ class PacketRing(PacketLink):
             raise
         self._view = memoryview(self._map)
 
-    def _open(self, ifname: str, rcvbuf: int) -> socket.socket:  # type: ignore[override]
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-        try:
-            _bpf.attach(sock, _bpf.reject_all())
-            sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
-            sock.setsockopt(SOL_PACKET, PACKET_RX_RING, self._req)
-            try:
-                sock.bind((ifname, ETH_P_ALL))
-            except OSError as exc:
-                if exc.errno == errno.ENODEV:
-                    raise UsageError(f"no interface {ifname!r} in this network namespace") from None
-                raise
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+    def _configure(self, sock: socket.socket, rcvbuf: int) -> None:
+        sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+        sock.setsockopt(SOL_PACKET, PACKET_RX_RING, self._req)
 
     def recv_batch(self, limit: int) -> list[bytes]:
         frames: list[bytes] = []

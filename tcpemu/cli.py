@@ -35,7 +35,8 @@ class _Steps:
         print(f"     {text}", file=self.out, flush=True)  # type: ignore[arg-type]
 
 
-async def _recv_exactly(sock: trio.socket.SocketType, n: int, timeout: float) -> bytes:
+async def recv_exactly(sock: trio.socket.SocketType, n: int, timeout: float = 5) -> bytes:
+    """Read exactly ``n`` bytes from a trio socket (fewer only at EOF), within ``timeout``."""
     buf = bytearray()
     with trio.fail_after(timeout):
         while len(buf) < n:
@@ -78,7 +79,7 @@ async def _server_mode(lab: Lab, step: _Steps, rng: random.Random) -> None:
         )
         payload = rng.randbytes(1024)
         await conn.send_msg(payload)
-        got = await _recv_exactly(iut, len(payload), 5)
+        got = await recv_exactly(iut, len(payload), 5)
         if got != payload:
             raise TcpemuError(f"IUT received {len(got)} bytes that differ from the 1024 sent")
         step("send_msg(1024 bytes): the IUT socket received exactly those bytes")
@@ -119,7 +120,7 @@ async def _client_mode(lab: Lab, step: _Steps, rng: random.Random) -> None:
         step(f"CLIENT connection: SYN sent, wait_open done; IUT accept() returned {peer[0]}:{peer[1]}")
         await wait_tcp_state(accepted, TcpState.ESTABLISHED, timeout=5)
         await conn.send_msg(b"ping")
-        got = await _recv_exactly(accepted, 4, 5)
+        got = await recv_exactly(accepted, 4, 5)
         await accepted.send(b"pong")
         data = await conn.recv_data(idle=0.2, timeout=5)
         step(f"data both ways: IUT got {got!r}, emulator got {data!r}")

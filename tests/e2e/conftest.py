@@ -8,7 +8,10 @@ import socket
 import trio
 
 import tcpemu
+from tcpemu.cli import recv_exactly
 from tcpemu.lab import Lab, connect_nowait
+
+__all__ = ["recv_exactly"]
 
 EMU_PORT = 20000
 IUT_PORT = 30000
@@ -66,17 +69,6 @@ async def iut_listener(lab: Lab, port: int = IUT_PORT) -> trio.socket.SocketType
     await sock.bind((str(lab.iut.ip), port))
     sock.listen(16)
     return sock
-
-
-async def recv_exactly(sock: trio.socket.SocketType, n: int, timeout: float = 5) -> bytes:
-    buf = bytearray()
-    with trio.fail_after(timeout):
-        while len(buf) < n:
-            chunk = await sock.recv(n - len(buf))
-            if not chunk:
-                break
-            buf += chunk
-    return bytes(buf)
 
 
 async def send_all(sock: trio.socket.SocketType, data: bytes) -> None:
