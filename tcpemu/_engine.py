@@ -9,6 +9,7 @@ bounded and an overflow is counted and logged.
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
 import itertools
 import logging
@@ -54,6 +55,7 @@ from .core import (
     TcpState,
     _worth_logging,
 )
+from .faults import NO_FAULTS, FaultAction, FaultInjector, Faults
 from .wire import (
     FrameTemplate,
     IPAddress,
@@ -92,6 +94,8 @@ class EngineStatistics:
     """Pump iterations whose replies left together in one sendmmsg()."""
     frames_truncated: int
     """Frames longer than a receive-ring slot, seen cut short."""
+    faults: MappingProxyType[str, int]
+    """Faults injected, by direction and kind ("out-drop", "in-delay", ...)."""
 
 
 def _addr(value: object, what: str) -> IPAddress:
@@ -137,6 +141,10 @@ class Connection:
         # (time, ">" or "<" or "!", Segment | Message | str): formatted only when asked
         self._trace: deque[tuple[float, str, object]] = deque(maxlen=engine._trace_depth)
         self._traced_state = core.state
+        self.faults_out: Faults | None = None
+        """Faults applied to this connection's outgoing frames (None: the engine's)."""
+        self.faults_in: Faults | None = None
+        """Faults applied to its incoming frames before the core sees them (None: the engine's)."""
 
     def __repr__(self) -> str:
         return (
@@ -345,7 +353,7 @@ class Connection:
             if core.state is TcpState.ESTABLISHED or core.state in _AFTER_OPEN:
                 return True
             if core.mode is Mode.SERVER and core.syn_got and not core.syn_sent:
-                self._transmit(core.syn_ack())
+                self._transmit(core.syn_ack(trio.current_time()))
             elif core.state is TcpState.SYN_SENT and core.syn_ack_got:
                 self._transmit(core.ack_now())
                 return True
@@ -356,7 +364,9 @@ class Connection:
             ):
                 # simultaneous open: answer the peer's SYN with SYN|ACK on our ISN
                 self._simopen_answered = True
-                self._transmit(core.send(seq=core.iss, flags=TcpFlags.SYN | TcpFlags.ACK))
+                self._transmit(
+                    core.send(seq=core.iss, flags=TcpFlags.SYN | TcpFlags.ACK, now=trio.current_time())
+                )
             return None
 
         waiting = "the peer's SYN" if core.mode is Mode.SERVER else "the peer's SYN-ACK"
@@ -462,7 +472,14 @@ class Connection:
                 "IP fragmentation is not implemented yet"
             )
         seg = self.core.send(
-            payload, seq=seq, ack=ack, flags=flags, window=window, options=options, urgent=urgent
+            payload,
+            seq=seq,
+            ack=ack,
+            flags=flags,
+            window=window,
+            options=options,
+            urgent=urgent,
+            now=trio.current_time(),
         )
         self._transmit(seg)
         await trio.lowlevel.checkpoint()
@@ -471,6 +488,45 @@ class Connection:
     def update_sent_seq(self, new_bytes: int) -> None:
         """Advance next_seqn by ``new_bytes`` (after sending with an explicit seq)."""
         self.core.update_sent_seq(new_bytes)
+
+    async def send_data(self, data: bytes, *, timeout: float | None = None, mss: int | None = None) -> None:
+        """Send a byte stream as a well-behaved sender would: segments of at most
+        the peer's MSS, never more in flight than the peer's window allows.
+
+        With ``reliable=True`` lost segments are sent again on timeout, so the
+        stream arrives whole; without it, what is lost stays lost.  A zero
+        window is probed (a pure ACK one below next_seqn) every 0.5 s.
+        Returns once everything is handed to the link, not once acknowledged:
+        ``await conn.wait_until(lambda c: c.core.unacked_bytes() == 0)`` for that.
+        """
+        self._check_usable("send_data")
+        core = self.core
+        seg_max = min(
+            mss or core.peer_mss or DEFAULT_MSS,
+            self._engine._payload_room(self, None),
+        )
+        view = memoryview(data)
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
+        with trio.move_on_at(deadline):
+            while view:
+                n = min(seg_max, len(view))
+
+                def room(c: Connection, n: int = n) -> bool:
+                    c._check_rst("send_data")
+                    return core.unacked_bytes() + n <= (c.last_win_got or 0)
+
+                if not room(self):
+                    try:
+                        await self.wait_until(room, timeout=0.5, what="room in the peer's window")
+                    except TcpemuTimeoutError:
+                        if core.unacked_bytes() == 0 and not core._unacked:
+                            # a lost window update would wait for ever: probe
+                            self._transmit(core.send(seq=(core.snd_nxt - 1) % 2**32, flags=TcpFlags.ACK))
+                        continue
+                await self.send_msg(bytes(view[:n]))
+                view = view[n:]
+            return
+        raise TcpemuTimeoutError(f"send_data: {len(view)} of {len(data)} bytes not sent within {timeout} s")
 
     async def send_ack(self, ackn: int | None = None) -> Segment:
         """A pure ACK: of next_ackn, or of ``ackn``."""
@@ -486,7 +542,7 @@ class Connection:
     async def send_fin(self, timeout: float | None = None) -> Segment:
         """Send FIN|ACK at next_seqn and wait until the peer acknowledges it."""
         self._check_usable("send_fin")
-        seg = self._transmit(self.core.fin())
+        seg = self._transmit(self.core.fin(trio.current_time()))
 
         def acked() -> bool | None:
             self._check_rst("send_fin (waiting for the ACK of our FIN)")
@@ -613,6 +669,8 @@ class Listener:
             window=self._window,
             mss=self._mss,
             max_queue=self._max_queue,
+            reliable=engine.reliable,
+            rto=engine.rto,
         )
         engine._label_seq += 1
         conn = Connection(
@@ -638,7 +696,7 @@ class Listener:
         core = conn.core
         if core.syn_got and not core.syn_sent:
             if self.auto_open:
-                conn._transmit(core.syn_ack())
+                conn._transmit(core.syn_ack(trio.current_time()))
             else:
                 self._wake()  # accept() hands it out unanswered
                 return
@@ -715,8 +773,23 @@ class Engine:
         busy_poll: float = 0.0,
         trace_depth: int = 1000,
         capture: PcapngWriter | None = None,
+        reliable: bool = False,
+        rto: float = 0.2,
+        faults_out: Faults | None = None,
+        faults_in: Faults | None = None,
     ) -> None:
         self._link = link
+        self.reliable = reliable
+        self.rto = rto
+        self.faults_out = faults_out or NO_FAULTS
+        self.faults_in = faults_in or NO_FAULTS
+        self._injector = FaultInjector(random.Random(rng.getrandbits(64)))
+        self._faults: Counter[str] = Counter()
+        # frames held back by fault injection: (release time, order, direction, frame, connection)
+        self._held: list[tuple[float, int, int, bytes, Connection]] = []
+        self._held_seq = itertools.count()
+        self._timer_wakeup = trio.Event()
+        self._planned = math.inf
         self._trace_depth = trace_depth
         self.capture = capture
         self.recent: deque[Connection] = deque(maxlen=64)
@@ -756,6 +829,7 @@ class Engine:
         mss: int | None = DEFAULT_MSS,
         isn: int | None = None,
         max_queue: int | None = None,
+        reliable: bool | None = None,
     ) -> Connection:
         """Create an emulated connection.
 
@@ -765,7 +839,9 @@ class Engine:
         ``window`` (default 65535) is what we advertise, ``mss`` the MSS
         option of our SYN (None: no option), ``isn`` our initial sequence
         number (default: drawn from the engine's random source),
-        ``max_queue`` the bound of the receive queue.
+        ``max_queue`` the bound of the receive queue, ``reliable`` whether
+        it retransmits what the peer does not acknowledge (default: the
+        engine's ``reliable``).
         """
         self._check_running("connection")
         if not isinstance(mode, Mode):
@@ -782,6 +858,8 @@ class Engine:
             window=window,
             mss=mss,
             max_queue=max_queue or self._max_queue,
+            reliable=self.reliable if reliable is None else reliable,
+            rto=self.rto,
         )
         self._label_seq += 1
         conn = Connection(
@@ -811,7 +889,7 @@ class Engine:
         self._addr_refs[local_ip] += 1
         self._update_filter()
         if mode is Mode.CLIENT:
-            self._send_segment(conn, core.syn())
+            self._send_segment(conn, core.syn(trio.current_time()))
         return conn
 
     def listen(
@@ -872,6 +950,7 @@ class Engine:
             queue_overflows=sum(c.core.statistics().queue_overflows for c in self._all),
             tx_batches=self._tx_batches,
             frames_truncated=getattr(self._link, "truncated", 0),
+            faults=MappingProxyType(dict(self._faults)),
         )
 
     async def aclose(self) -> None:
@@ -942,6 +1021,21 @@ class Engine:
         conn._trace.append((trio.current_time() - self._t0, ">", seg))
         if conn.core.state is not conn._traced_state:
             conn._note_state()
+        if conn.core.reliable:
+            self._kick_timers(conn.core.next_deadline())
+        faults = conn.faults_out or self.faults_out
+        if faults.any:
+            action, hold = self._injector.decide(faults)
+            if action is not FaultAction.PASS:
+                self._faults[f"out-{action.value}"] += 1
+                conn._event(f"fault injected: {action.value} of sent seq={seg.seq}")
+                if action is FaultAction.DROP:
+                    return
+                if action is FaultAction.DUPLICATE:
+                    self._transmit([data, data])
+                    return
+                self._hold(hold, OUTBOUND, data, conn)
+                return
         if self._outbox is not None:
             # inside a pump iteration: leaves with the others at its end
             self._outbox.append(data)
@@ -980,8 +1074,9 @@ class Engine:
             )
         )
 
-    def _dispatch(self, frame: bytes, now: float) -> Connection | None:
-        self._frames_received += 1
+    def _dispatch(self, frame: bytes, now: float, replay: bool = False) -> Connection | None:
+        if not replay:
+            self._frames_received += 1
         try:
             fkey, lkey, start, end = classify_untrusted(frame)
             conn = self._conns.get(fkey)
@@ -1005,6 +1100,19 @@ class Engine:
             del self._listeners[lkey]
             self._conns[fkey] = conn
             conn._key = (self._conns, fkey)
+        faults = conn.faults_in or self.faults_in
+        if faults.any and not replay:
+            action, hold = self._injector.decide(faults)
+            if action is not FaultAction.PASS:
+                self._faults[f"in-{action.value}"] += 1
+                conn._event(f"fault injected: {action.value} of received seq={seg.seq}")
+                if action is FaultAction.DROP:
+                    return None
+                if action is FaultAction.DUPLICATE:
+                    self._dispatch(frame, now, replay=True)
+                else:
+                    self._hold(hold, INBOUND, frame, conn)
+                    return None
         overflows = conn.core._counters.queue_overflows
         msg = conn.core.receive(seg, now)
         conn._last_msg = msg
@@ -1013,6 +1121,8 @@ class Engine:
             conn._note_state()
         if conn.core._counters.queue_overflows != overflows:
             conn._event(f"receive queue full: seq={seg.seq} not queued")
+        if conn.core.reliable:
+            self._kick_timers(conn.core.next_deadline())
         if conn._listener is not None:
             conn._listener._progress(conn)
         if trace_log.isEnabledFor(logging.DEBUG):
@@ -1028,6 +1138,53 @@ class Engine:
                 )
             )
         return conn
+
+    def _hold(self, delay: float, direction: int, frame: bytes, conn: Connection) -> None:
+        release = trio.current_time() + delay
+        heapq.heappush(self._held, (release, next(self._held_seq), direction, frame, conn))
+        self._kick_timers(release)
+
+    def _kick_timers(self, deadline: float | None) -> None:
+        """Wake the timer task if ``deadline`` comes before the one it sleeps until."""
+        if deadline is not None and deadline < self._planned:
+            self._timer_wakeup.set()
+
+    def _next_deadline(self) -> float:
+        deadline = self._held[0][0] if self._held else math.inf
+        for conn in self._all:
+            d = conn.core.next_deadline() if conn.core.reliable else None
+            if d is not None and d < deadline:
+                deadline = d
+        return deadline
+
+    async def _timers(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Retransmission timeouts of reliable connections and release of held frames."""
+        task_status.started()
+        while True:
+            self._timer_wakeup = trio.Event()
+            self._planned = self._next_deadline()
+            with trio.move_on_at(self._planned):
+                await self._timer_wakeup.wait()
+            self._planned = math.inf  # the deadlines are computed afresh before the next wait
+            if self._closed or self._broken is not None:
+                return
+            now = trio.current_time()
+            touched: set[Connection] = set()
+            while self._held and self._held[0][0] <= now:
+                _, _, direction, frame, conn = heapq.heappop(self._held)
+                if conn._closed:
+                    continue
+                if direction == OUTBOUND:
+                    self._transmit([frame])
+                elif self._dispatch(frame, now, replay=True) is not None:
+                    touched.add(conn)
+            for conn in list(self._all):
+                if conn.core.reliable:
+                    for seg in conn.core.handle_timer(now):
+                        conn._event(f"retransmission timeout: seq={seg.seq} sent again")
+                        self._send_segment(conn, seg, "retransmit")
+            for conn in touched:
+                conn._wake()
 
     async def _pump(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         link = self._link
@@ -1143,6 +1300,10 @@ async def open_engine(
     busy_poll: float = 0.0,
     capture: str | os.PathLike[str] | PcapngWriter | None = None,
     trace_depth: int = 1000,
+    reliable: bool = False,
+    rto: float = 0.2,
+    faults_out: Faults | None = None,
+    faults_in: Faults | None = None,
 ) -> AsyncIterator[Engine]:
     """Open a packet socket on ``ifname`` (inside namespace ``netns``) and run its pump.
 
@@ -1169,6 +1330,10 @@ async def open_engine(
         busy_poll=busy_poll,
         trace_depth=trace_depth,
         capture=writer,
+        reliable=reliable,
+        rto=rto,
+        faults_out=faults_out,
+        faults_in=faults_in,
     )
     if TEST_REGISTRY is not None:
         TEST_REGISTRY.append(engine)
@@ -1177,6 +1342,7 @@ async def open_engine(
         with _single_exception():
             async with trio.open_nursery() as nursery:
                 await nursery.start(engine._pump)
+                await nursery.start(engine._timers)
                 try:
                     yield engine
                 finally:

@@ -271,6 +271,8 @@ class ConnectionStatistics:
     queue_overflows: int
     stream_overflow_bytes: int
     rst_ignored: int
+    retransmits_sent: int
+    """Segments the reliable mode sent again after its retransmission timeout."""
 
 
 @dataclass(slots=True)
@@ -283,6 +285,7 @@ class _Counters:
     queue_overflows: int = 0
     stream_overflow_bytes: int = 0
     rst_ignored: int = 0
+    retransmits_sent: int = 0
 
 
 @dataclass(slots=True)
@@ -313,6 +316,8 @@ class ConnectionCore:
         max_queue: int = 4096,
         max_stream: int = 16 * 1024 * 1024,
         max_out_of_order: int = 4 * 1024 * 1024,
+        reliable: bool = False,
+        rto: float = 0.2,
     ) -> None:
         if not isinstance(mode, Mode):
             raise UsageError(f"mode must be tcpemu.SERVER or tcpemu.CLIENT, got {mode!r}")
@@ -329,6 +334,8 @@ class ConnectionCore:
             raise UsageError(f"mss must be 0..65535, got {mss}")
         if max_queue < 1:
             raise UsageError(f"max_queue must be at least 1, got {max_queue}")
+        if rto <= 0:
+            raise UsageError(f"rto must be > 0 seconds, got {rto}")
         self.mode = mode
         self.src_port = src_port
         self.dst_port = dst_port
@@ -359,6 +366,7 @@ class ConnectionCore:
         self.rst_got = False
         self.syn_got = False
         self.syn_ack_got = False  # the peer's SYN acknowledged ours
+        self.peer_mss: int | None = None  # the MSS option of the peer's SYN
 
         self._queue: deque[Message] = deque()
         self._stream = bytearray()  # in-order payload not yet read
@@ -366,6 +374,14 @@ class ConnectionCore:
         self._ooo = _OutOfOrder()
         self._counters = _Counters()
         self.last_event: StateEvent | None = None
+
+        # reliable mode: what we sent with AUTO seq and the peer has not acked
+        self.reliable = reliable
+        self.rto = rto
+        self._unacked: deque[Segment] = deque()
+        self._rto_deadline: float | None = None
+        self._backoff = 1
+        self._now = 0.0
 
     # ------------------------------------------------------------------ state
 
@@ -414,6 +430,7 @@ class ConnectionCore:
             queue_overflows=c.queue_overflows,
             stream_overflow_bytes=c.stream_overflow_bytes,
             rst_ignored=c.rst_ignored,
+            retransmits_sent=c.retransmits_sent,
         )
 
     # ------------------------------------------------------------- receiving
@@ -422,6 +439,7 @@ class ConnectionCore:
         """Take one segment from the peer; returns the queued :class:`Message`."""
         c = self._counters
         c.segments_received += 1
+        self._now = now
         fl = int(seg.flags)
         if self.dst_port is None:
             self.dst_port = seg.src_port
@@ -477,6 +495,9 @@ class ConnectionCore:
                 self._read_seq = self.rcv_nxt
                 self.last_seqn_got = seg.seq
                 self.syn_got = True
+                for opt in seg.options:
+                    if opt.kind == OptionKind.MSS and len(opt.data) == 2:
+                        self.peer_mss = int.from_bytes(opt.data, "big")
                 if self.state is TcpState.SYN_SENT and not fl & _F_ACK:
                     self._apply(StateEvent.RECV_SYN)
                 elif self.state is TcpState.SYN_SENT:
@@ -571,6 +592,8 @@ class ConnectionCore:
             return
         if ack != self.snd_una and seq_diff(ack, self.snd_una) > 0 and seq_diff(ack, self.snd_nxt) <= 0:
             self.snd_una = ack
+            if self._unacked:
+                self._acked_up_to(ack)
         if self.state is TcpState.ESTABLISHED:
             return
         acceptable = seq_diff(ack, self.iss) > 0 and seq_diff(ack, self.snd_nxt) <= 0
@@ -676,8 +699,13 @@ class ConnectionCore:
         window: int | None = None,
         options: tuple[TcpOption, ...] | list[TcpOption] | None = None,
         urgent: int = 0,
+        now: float | None = None,
     ) -> Segment:
         """Make the next segment to send and record it.
+
+        In reliable mode, a segment sent with AUTO seq that takes sequence
+        space is kept until acknowledged and sent again on timeout (see
+        :meth:`handle_timer`); ``now`` is then needed.
 
         seq: AUTO takes next_seqn and advances it by the segment's length;
         an int is used as is and advances nothing (see :meth:`update_sent_seq`);
@@ -733,8 +761,67 @@ class ConnectionCore:
             options=opts,
             payload=payload,
         )
-        self._record_sent(seg, advance=isinstance(seq, Auto))
+        advance = isinstance(seq, Auto)
+        self._record_sent(seg, advance=advance)
+        if self.reliable and advance and seg.seq_len:
+            if now is None:
+                raise UsageError("a reliable connection needs now= to send what it will retransmit")
+            self._unacked.append(seg)
+            if self._rto_deadline is None:
+                self._rto_deadline = now + self.rto * self._backoff
         return seg
+
+    # ----------------------------------------------------------- reliable mode
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timer` has something to do (None: nothing pending)."""
+        return self._rto_deadline if self._unacked else None
+
+    def handle_timer(self, now: float) -> list[Segment]:
+        """Retransmit the oldest unacknowledged segment if its timeout passed.
+
+        The timeout doubles with each retransmission (up to 64 times ``rto``)
+        and starts again from ``rto`` when the peer acknowledges new data.
+        """
+        deadline = self.next_deadline()
+        if deadline is None or now < deadline:
+            return []
+        old = self._unacked[0]
+        fl = int(old.flags) | (_F_ACK if self.rcv_nxt is not None else 0)
+        again = Segment(
+            old.src_port,
+            old.dst_port,
+            old.seq,
+            self.rcv_nxt or 0,
+            FLAGS[fl],
+            self.window,
+            old.urgent,
+            old.options,
+            old.payload,
+        )
+        self._record_sent(again, advance=False)
+        self._counters.retransmits_sent += 1
+        self._backoff = min(self._backoff * 2, 64)
+        self._rto_deadline = now + self.rto * self._backoff
+        log.debug(
+            "port %d: retransmit seq=%d len=%d (backoff x%d)",
+            self.src_port,
+            old.seq,
+            old.seq_len,
+            self._backoff,
+        )
+        return [again]
+
+    def _acked_up_to(self, ack: int) -> None:
+        q = self._unacked
+        while q and seq_diff(seq_add(q[0].seq, q[0].seq_len), ack) <= 0:
+            q.popleft()
+        self._backoff = 1
+        self._rto_deadline = self._now + self.rto if q else None
+
+    def unacked_bytes(self) -> int:
+        """Sequence space sent and not yet acknowledged."""
+        return seq_diff(self.snd_nxt, self.snd_una)
 
     def _record_sent(self, seg: Segment, *, advance: bool) -> None:
         self._counters.segments_sent += 1
@@ -767,19 +854,19 @@ class ConnectionCore:
             raise UsageError(f"update_sent_seq takes a byte count >= 0, got {new_bytes}")
         self.snd_nxt = seq_add(self.snd_nxt, new_bytes)
 
-    def syn(self) -> Segment:
+    def syn(self, now: float | None = None) -> Segment:
         """CLIENT: the SYN that opens the connection."""
         if self.syn_sent:
             raise UsageError(f"SYN already sent (state {self.state.name})")
-        return self.send(flags=_F_SYN, ack=QUIET)
+        return self.send(flags=_F_SYN, ack=QUIET, now=now)
 
-    def syn_ack(self) -> Segment:
+    def syn_ack(self, now: float | None = None) -> Segment:
         """SERVER: the SYN-ACK answering the peer's SYN."""
         if not self.syn_got:
             raise UsageError(f"no SYN from the peer to answer (state {self.state.name})")
         if self.syn_sent:
             raise UsageError(f"SYN-ACK already sent (state {self.state.name})")
-        return self.send(flags=_F_SYN | _F_ACK)
+        return self.send(flags=_F_SYN | _F_ACK, now=now)
 
     def ack_now(self, ackn: int | None = None) -> Segment:
         """A pure ACK of next_ackn (or of ``ackn``), seq = next_seqn."""
@@ -791,11 +878,11 @@ class ConnectionCore:
             flags=_F_ACK,
         )
 
-    def fin(self) -> Segment:
+    def fin(self, now: float | None = None) -> Segment:
         """FIN|ACK at next_seqn."""
         if not self.synchronized:
             raise UsageError(f"cannot send FIN before the handshake (state {self.state.name})")
-        return self.send(flags=_F_FIN | _F_ACK)
+        return self.send(flags=_F_FIN | _F_ACK, now=now)
 
     def rst(self) -> Segment:
         """RST|ACK at next_seqn."""
