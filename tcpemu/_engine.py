@@ -426,13 +426,24 @@ class Connection:
         core = self.core
         data = bytearray()
         before = core.statistics().segments_received
+        seen_odd = core._counters.retransmits_seen + core._counters.out_of_order_seen
         overall = math.inf if timeout is None else trio.current_time() + timeout
         with trio.move_on_at(overall) as overall_scope:
             while True:
                 chunk = core.read_stream()
                 data += chunk
-                if ack and core.next_ackn is not None and core.next_ackn != core.last_ackn_sent:
+                # ACK new data, and answer a retransmitted or out-of-order
+                # segment with a duplicate ACK, as a receiver must: the peer
+                # may have lost our last ACK.
+                c = core._counters
+                odd = c.retransmits_seen + c.out_of_order_seen
+                if (
+                    ack
+                    and core.next_ackn is not None
+                    and (core.next_ackn != core.last_ackn_sent or odd != seen_odd)
+                ):
                     self._transmit(core.ack_now())
+                seen_odd = odd
                 if core.fin_got:
                     return bytes(data)
                 if core.rst_got:

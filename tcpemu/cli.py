@@ -174,6 +174,72 @@ async def demo(*, seed: int | None, trace: bool, out: object = sys.stdout) -> in
     return 0
 
 
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+async def soak_command(args: argparse.Namespace, out: object = sys.stdout) -> int:
+    from .faults import Faults
+    from .soak import SoakStats, run_soak
+
+    stats = SoakStats()
+    faults_out = Faults.parse(args.faults_out) if args.faults_out else None
+    faults_in = Faults.parse(args.faults_in) if args.faults_in else None
+    live = hasattr(out, "isatty") and out.isatty()  # type: ignore[attr-defined]
+
+    async def progress() -> None:
+        last = (0.0, 0, 0)
+        while True:
+            await trio.sleep(args.progress)  # a display period
+            if not stats.started:
+                continue
+            t = trio.current_time() - stats.started
+            up, down = stats.bytes_to_emulator, stats.bytes_to_iut
+            dt = max(t - last[0], 1e-9)
+            line = (
+                f"t={t:5.0f}s open {stats.open:4} opened {stats.opened:6} closed {stats.closed:6} | "
+                f"to IUT {(down - last[2]) / dt / 1e6:6.1f} MB/s, "
+                f"to emulator {(up - last[1]) / dt / 1e6:6.1f} MB/s | "
+                f"retransmits seen {stats.retransmits_seen} sent {stats.retransmits_sent} | "
+                f"errors {len(stats.errors)} mismatches {stats.mismatches} | "
+                f"rss {stats.rss[-1][1] / 2**20 if stats.rss else 0:.0f} MiB"
+            )
+            last = (t, up, down)
+            print(("\r" + line) if live else line, end="" if live else "\n", file=out, flush=True)  # type: ignore[call-overload]
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(progress)
+        result = await run_soak(
+            connections=args.connections,
+            duration=args.duration,
+            seed=args.seed,
+            churn_bytes=args.churn_bytes,
+            faults_out=faults_out,
+            faults_in=faults_in,
+            stats=stats,
+        )
+        nursery.cancel_scope.cancel()
+    if live:
+        print(file=out)  # type: ignore[call-overload]
+    verdict = "PASS" if result.passed else "FAIL"
+    faults = ", ".join(f"{k} {v}" for k, v in sorted(result.faults.items()))
+    print(
+        f"{verdict}: {result.duration:.0f} s, {result.connections} pairs, "
+        f"{result.opened} connections opened, "
+        f"{result.closed} closed; {_mb(result.bytes_to_iut)} to the IUT and "
+        f"{_mb(result.bytes_to_emulator)} to the emulator, every byte checked; "
+        f"{result.mismatches} mismatches, {len(result.errors)} errors; "
+        f"retransmits seen {result.retransmits_seen}, sent {result.retransmits_sent}; "
+        f"faults {sum(result.faults.values())} ({faults}); "
+        f"kernel drops {result.kernel_drops}; RSS growth after warm-up {result.rss_growth:+.1%} "
+        f"({result.rss_after_warmup / 2**20:.0f} -> {result.rss_peak_after_warmup / 2**20:.0f} MiB)",
+        file=out,  # type: ignore[call-overload]
+    )
+    for error in result.errors[:20]:
+        print(f"  error: {error}", file=out)  # type: ignore[call-overload]
+    return 0 if result.passed else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tcpemu", description="TCP socket emulation for test suites")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -181,14 +247,36 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--seed", type=int, default=None, help="seed for ISNs and payloads")
     p_demo.add_argument("--no-trace", action="store_true", help="do not print each segment")
     sub.add_parser("cleanup", help="remove lab namespaces left by killed runs")
+    p_soak = sub.add_parser(
+        "soak", help="many connections against the kernel, every byte checked, faults injected"
+    )
+    p_soak.add_argument("--connections", type=int, default=200)
+    p_soak.add_argument("--duration", type=float, default=60.0, help="seconds")
+    p_soak.add_argument("--seed", type=int, default=0)
+    p_soak.add_argument(
+        "--churn-bytes", type=int, default=256 * 1024, help="bytes each way before a reconnect"
+    )
+    p_soak.add_argument(
+        "--faults-out", default="", help="e.g. drop=0.01,duplicate=0.01,reorder=0.01,delay=0.01"
+    )
+    p_soak.add_argument("--faults-in", default="", help="the same, for frames the emulator receives")
+    p_soak.add_argument("--progress", type=float, default=1.0, help="seconds between progress lines")
     args = parser.parse_args(argv)
     if args.command == "cleanup":
         removed = cleanup_stale_labs()
         print(f"removed {len(removed)} stale lab namespaces" + (": " + ", ".join(removed) if removed else ""))
         return 0
     if os.geteuid() != 0:
-        print("tcpemu demo needs root (CAP_NET_ADMIN and CAP_NET_RAW for namespaces and raw sockets)")
+        print(
+            f"tcpemu {args.command} needs root (CAP_NET_ADMIN and CAP_NET_RAW for namespaces and raw sockets)"
+        )
         return 2
+    if args.command == "soak":
+        try:
+            return trio.run(soak_command, args)
+        except TcpemuError as exc:
+            print(f"FAIL: {exc}")
+            return 2
     return trio.run(lambda: demo(seed=args.seed, trace=not args.no_trace))
 
 
