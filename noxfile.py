@@ -23,6 +23,16 @@ def unit(session: nox.Session) -> None:
 
 
 @nox.session
+def fuzz(session: nox.Session) -> None:
+    """The hostile-frame test at 5 million frames, and the parser fuzz with more examples."""
+    session.install("-e", ".[test]")
+    session.env["TCPEMU_FUZZ_FRAMES"] = "5000000"
+    session.run(
+        "pytest", "tests/unit/test_fuzz_pump.py", "tests/unit/test_wire.py", "--hypothesis-profile=fuzz"
+    )
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
     session.run("ruff", "check", "tcpemu", "tests", "benchmarks", "noxfile.py")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import struct
 
 import dpkt
@@ -226,7 +227,7 @@ frames = st.one_of(
 )
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=int(os.environ.get("TCPEMU_FUZZ_EXAMPLES", "3000")), deadline=None)
 @given(frames)
 def test_untrusted_parser_raises_only_malformed(raw):
     try:
