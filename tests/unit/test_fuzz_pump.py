@@ -15,6 +15,8 @@ import random
 import struct
 
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tcpemu
 from tcpemu import SERVER, MemoryLink, TcpFlags, TcpOption
@@ -139,3 +141,72 @@ async def test_pump_survives_hostile_frames_and_counts_them():
         peer.send(frame(43000, 22000, 7, 0, TcpFlags.SYN))
         msg = await fresh.wait_msg(timeout=5)
         assert msg.flags == TcpFlags.SYN and msg.seq == 7
+
+
+# Hypothesis strategies through the same dispatch path: every option kind,
+# absurd lengths, truncation.  Fewer cases than the mutator above (hypothesis
+# spends its time on shrinking-friendly generation), more variety per case.
+option_bytes = st.lists(
+    st.one_of(
+        st.sampled_from([b"\x00", b"\x01"]),
+        st.builds(lambda k, d: bytes([k, len(d) + 2]) + d, st.integers(2, 255), st.binary(max_size=10)),
+        st.builds(lambda k, n: bytes([k, n]), st.integers(0, 255), st.integers(0, 255)),
+    ),
+    max_size=8,
+).map(b"".join)
+
+
+@st.composite
+def hostile_frames(draw):
+    opts = draw(option_bytes)[:40]
+    opts += b"\x00" * (-len(opts) % 4)
+    doff = draw(st.one_of(st.just(20 + len(opts)), st.integers(0, 15).map(lambda n: n * 4)))
+    payload = draw(st.binary(max_size=64))
+    flags = draw(st.integers(0, 0xFFF))
+    tcp = (
+        struct.pack(
+            "!HHIIHHHH",
+            40000,
+            draw(st.sampled_from([20000, 21000, 1])),
+            draw(st.integers(0, 2**32 - 1)),
+            draw(st.integers(0, 2**32 - 1)),
+            ((doff // 4) << 12) | flags,
+            1000,
+            0,
+            0,
+        )
+        + opts
+        + payload
+    )
+    total = draw(st.one_of(st.just(20 + len(tcp)), st.integers(0, 0xFFFF)))
+    ihl = draw(st.one_of(st.just(5), st.integers(0, 15)))
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x40 | ihl, 0, total, 0, 0x4000, 64, 6, 0, PEER_IP.packed, EMU_IP.packed
+    )
+    raw = PEER_MAC + EMU_MAC + b"\x08\x00" + ip + tcp
+    cut = draw(st.one_of(st.just(len(raw)), st.integers(0, len(raw))))
+    return raw[:cut]
+
+
+@settings(max_examples=int(os.environ.get("TCPEMU_FUZZ_EXAMPLES", "600")), deadline=None)
+@given(st.lists(hostile_frames(), min_size=1, max_size=20))
+def test_dispatch_takes_any_frame_hypothesis(frames):
+    async def run() -> None:
+        emu, peer = MemoryLink.pair()
+        async with tcpemu.open_engine(link=emu, seed=1, max_queue=8) as engine:
+            engine.connection(
+                SERVER,
+                local=(str(EMU_IP), 20000),
+                remote=(str(PEER_IP), None),
+                local_mac=EMU_MAC,
+                remote_mac=PEER_MAC,
+            )
+            engine.listen((str(EMU_IP), 21000), local_mac=EMU_MAC, backlog=4)
+            for raw in frames:
+                engine._dispatch(raw, 0.0)  # the pump's own per-frame path
+            stats = engine.statistics()
+            assert stats.frames_received == len(frames)
+            assert set(stats.malformed) <= KNOWN_REASONS
+        peer.close()
+
+    trio.run(run)
