@@ -96,6 +96,8 @@ class EngineStatistics:
     """Frames longer than a receive-ring slot, seen cut short."""
     faults: MappingProxyType[str, int]
     """Faults injected, by direction and kind ("out-drop", "in-delay", ...)."""
+    tx_errors: int
+    """Frames the pump or the timers could not send (too long for the MTU), logged as errors."""
 
 
 def _addr(value: object, what: str) -> IPAddress:
@@ -220,8 +222,10 @@ class Connection:
 
     @window.setter
     def window(self, value: int) -> None:
-        if not 0 <= value <= 0xFFFF:
-            raise UsageError(f"window must be 0..65535, got {value}")
+        """The window we advertise, in bytes (scaled on the wire when window scaling was agreed)."""
+        limit = 0xFFFF << (self.core.wscale or 0)
+        if not 0 <= value <= limit:
+            raise UsageError(f"window must be 0..{limit}, got {value}")
         self.core.window = value
 
     def statistics(self) -> ConnectionStatistics:
@@ -801,6 +805,8 @@ class Engine:
         self._held_seq = itertools.count()
         self._timer_wakeup = trio.Event()
         self._planned = math.inf
+        self._background = False
+        self._tx_errors = 0
         self._trace_depth = trace_depth
         self.capture = capture
         self.recent: deque[Connection] = deque(maxlen=64)
@@ -841,6 +847,9 @@ class Engine:
         isn: int | None = None,
         max_queue: int | None = None,
         reliable: bool | None = None,
+        wscale: int | None = None,
+        sack: bool = False,
+        timestamps: bool | None = None,
     ) -> Connection:
         """Create an emulated connection.
 
@@ -853,6 +862,15 @@ class Engine:
         ``max_queue`` the bound of the receive queue, ``reliable`` whether
         it retransmits what the peer does not acknowledge (default: the
         engine's ``reliable``).
+
+        Options of our SYN (or SYN-ACK, which offers only what the peer's SYN
+        offered): ``wscale`` the window scale shift (None: no option; with
+        it, ``window`` is in bytes and may exceed 65535), ``sack`` the
+        SACK-permitted option (then ACKs carry SACK blocks for data held out
+        of order), ``timestamps`` True/False, or None to send them exactly
+        when the peer's SYN did (as the old API did).  The emulator honours
+        what both sides negotiated: window scaling both ways, timestamps on
+        every segment.
         """
         self._check_running("connection")
         if not isinstance(mode, Mode):
@@ -871,6 +889,10 @@ class Engine:
             max_queue=max_queue or self._max_queue,
             reliable=self.reliable if reliable is None else reliable,
             rto=self.rto,
+            wscale=wscale,
+            sack=sack,
+            timestamps=timestamps,
+            ts_start=self._rng.getrandbits(32),
         )
         self._label_seq += 1
         conn = Connection(
@@ -962,6 +984,7 @@ class Engine:
             tx_batches=self._tx_batches,
             frames_truncated=getattr(self._link, "truncated", 0),
             faults=MappingProxyType(dict(self._faults)),
+            tx_errors=self._tx_errors,
         )
 
     async def aclose(self) -> None:
@@ -1024,7 +1047,12 @@ class Engine:
 
     def _payload_room(self, conn: Connection, options: list[TcpOption] | tuple[TcpOption, ...] | None) -> int:
         ip_header = 20 if conn.local_ip.version == 4 else 40
-        opt_len = len(encode_options(options)) if options else 0
+        if options is not None:
+            opt_len = len(encode_options(options))
+        else:
+            # what the core adds by itself: timestamps (12) and SACK blocks (up to 28)
+            core = conn.core
+            opt_len = (12 if core.ts_enabled and core.peer_ts else 0) + (28 if core.sack_ok else 0)
         return self._link.mtu - ip_header - 20 - opt_len
 
     def _send_segment(self, conn: Connection, seg: Segment, note: str = "") -> None:
@@ -1065,6 +1093,15 @@ class Engine:
             else:
                 self._link.send_batch(frames)
                 self._tx_batches += 1
+        except UsageError:
+            if not self._background:
+                raise  # a test's own call: its error
+            # from the pump or the timers there is no caller to tell: count and log
+            self._tx_errors += 1
+            log.error(
+                "%s: a frame did not fit the MTU and was not sent (%d so far)", self.name, self._tx_errors
+            )
+            return
         except EngineBrokenError as exc:
             self._broken = exc
             for other in list(self._all):
@@ -1181,21 +1218,28 @@ class Engine:
                 return
             now = trio.current_time()
             touched: set[Connection] = set()
-            while self._held and self._held[0][0] <= now:
-                _, _, direction, frame, conn = heapq.heappop(self._held)
-                if conn._closed:
-                    continue
-                if direction == OUTBOUND:
-                    self._transmit([frame])
-                elif self._dispatch(frame, now, replay=True) is not None:
-                    touched.add(conn)
-            for conn in list(self._all):
-                if conn.core.reliable:
-                    for seg in conn.core.handle_timer(now):
-                        conn._event(f"retransmission timeout: seq={seg.seq} sent again")
-                        self._send_segment(conn, seg, "retransmit")
+            self._background = True
+            try:
+                self._fire_timers(now, touched)
+            finally:
+                self._background = False
             for conn in touched:
                 conn._wake()
+
+    def _fire_timers(self, now: float, touched: set[Connection]) -> None:
+        while self._held and self._held[0][0] <= now:
+            _, _, direction, frame, conn = heapq.heappop(self._held)
+            if conn._closed:
+                continue
+            if direction == OUTBOUND:
+                self._transmit([frame])
+            elif self._dispatch(frame, now, replay=True) is not None:
+                touched.add(conn)
+        for conn in list(self._all):
+            if conn.core.reliable:
+                for seg in conn.core.handle_timer(now):
+                    conn._event(f"retransmission timeout: seq={seg.seq} sent again")
+                    self._send_segment(conn, seg, "retransmit")
 
     async def _pump(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         link = self._link
@@ -1231,7 +1275,11 @@ class Engine:
                 finally:
                     self._outbox = None
                 if outbox:
-                    self._transmit(outbox)
+                    self._background = True
+                    try:
+                        self._transmit(outbox)
+                    finally:
+                        self._background = False
                 for conn in touched:
                     conn._wake()
         except (OSError, trio.ClosedResourceError) as exc:

@@ -103,9 +103,9 @@ def _send_many(sock: socket.socket, frames: list[bytes], where: str) -> None:
         sent = _sendmmsg(sock.fileno(), msgs, n, socket.MSG_DONTWAIT)
         if sent < 0:
             err = ctypes.get_errno()
-            if err not in (errno.EAGAIN, errno.ENOBUFS):
+            if err not in (errno.EAGAIN, errno.ENOBUFS, errno.EMSGSIZE):
                 raise EngineBrokenError(f"sendmmsg on {where} failed: {os.strerror(err)}")
-            sent = 0
+            sent = 0  # one by one below: a frame too long for the MTU gets its own error
     for frame in frames[sent:]:
         _send(sock, frame, where)
 

@@ -221,12 +221,18 @@ class Message(NamedTuple):
     ack: int
     flags: TcpFlags
     window: int
-    """The window field as on the wire (scaling is not negotiated by this version)."""
+    """The window field as on the wire."""
     options: tuple[TcpOption, ...]
     payload: bytes
     kind: SegmentKind
     time: float
     urgent: int = 0
+    scaled_window: int | None = None
+    """The window in bytes, the peer's window scale applied (None: the same as ``window``)."""
+
+    @property
+    def window_bytes(self) -> int:
+        return self.window if self.scaled_window is None else self.scaled_window
 
     @property
     def retransmit(self) -> bool:
@@ -250,11 +256,16 @@ class Message(NamedTuple):
         value = self._option_value(OptionKind.SACK)
         return value if isinstance(value, list) else []
 
-    def _option_value(self, kind: int) -> object | None:
+    def option(self, kind: int) -> TcpOption | None:
+        """The first option of ``kind``, or None."""
         for opt in self.options:
             if opt.kind == kind:
-                return opt.value()
+                return opt
         return None
+
+    def _option_value(self, kind: int) -> object | None:
+        opt = self.option(kind)
+        return None if opt is None else opt.value()
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +329,10 @@ class ConnectionCore:
         max_out_of_order: int = 4 * 1024 * 1024,
         reliable: bool = False,
         rto: float = 0.2,
+        wscale: int | None = None,
+        sack: bool = False,
+        timestamps: bool | None = None,
+        ts_start: int = 0,
     ) -> None:
         if not isinstance(mode, Mode):
             raise UsageError(f"mode must be tcpemu.SERVER or tcpemu.CLIENT, got {mode!r}")
@@ -328,8 +343,12 @@ class ConnectionCore:
             raise UsageError("CLIENT mode needs the remote port (remote=(ip, port))")
         if not 0 <= isn < SEQ_MOD:
             raise UsageError(f"isn must be a 32-bit sequence number, got {isn}")
-        if window is not None and not 0 <= window <= 0xFFFF:
-            raise UsageError(f"window must be 0..65535 (no window scaling yet), got {window}")
+        if wscale is not None and not 0 <= wscale <= 14:
+            raise UsageError(f"wscale must be 0..14 (RFC 7323), got {wscale}")
+        if window is not None and not 0 <= window <= 0xFFFF << (wscale or 0):
+            raise UsageError(
+                f"window must be 0..{0xFFFF << (wscale or 0)} with wscale {wscale}, got {window}"
+            )
         if mss is not None and not 0 <= mss <= 0xFFFF:
             raise UsageError(f"mss must be 0..65535, got {mss}")
         if max_queue < 1:
@@ -378,6 +397,22 @@ class ConnectionCore:
         # reliable mode: what we sent with AUTO seq and the peer has not acked
         self.reliable = reliable
         self.rto = rto
+
+        # options: what we offer on our SYN, and what the handshake agreed
+        self.wscale = wscale
+        self.sack = sack
+        self.timestamps = timestamps
+        self.peer_wscale: int | None = None  # the WS option of the peer's SYN
+        self.peer_sack_permitted = False
+        self.peer_ts = False  # the peer's SYN carried timestamps
+        self.ts_enabled = False  # we send timestamps on every segment
+        self.ts_start = ts_start
+        self._ts_t0: float | None = None
+        self.last_tsval_got: int | None = None
+        self.last_tsecr_got: int | None = None
+        self.last_tsval_sent: int | None = None
+        self.last_tsecr_sent: int | None = None
+        self.ts_recent: int | None = None  # the value we echo (RFC 7323 TS.Recent)
         self._unacked: deque[Segment] = deque()
         self._rto_deadline: float | None = None
         self._backoff = 1
@@ -461,13 +496,18 @@ class ConnectionCore:
                 c.unexpected_seen += 1
         if fl & _F_ACK and kind is not SegmentKind.UNEXPECTED:
             self._take_ack(seg.ack)
+        scaled = None
+        if seg.options:
+            self._take_timestamps(seg, kind)
+        if self.snd_wscale and not fl & _F_SYN:
+            scaled = seg.window << self.snd_wscale
         if kind is not SegmentKind.UNEXPECTED or fl & _F_SYN:
-            self.last_win_got = seg.window
+            self.last_win_got = seg.window if scaled is None else scaled
         if fl & _F_RST:
             self._take_rst(seg)
 
         msg = Message(
-            seg.seq, seg.ack, seg.flags, seg.window, seg.options, seg.payload, kind, now, seg.urgent
+            seg.seq, seg.ack, seg.flags, seg.window, seg.options, seg.payload, kind, now, seg.urgent, scaled
         )
         if len(self._queue) >= self.max_queue:
             # Newest is dropped, as a bounded channel would refuse it; the
@@ -495,9 +535,7 @@ class ConnectionCore:
                 self._read_seq = self.rcv_nxt
                 self.last_seqn_got = seg.seq
                 self.syn_got = True
-                for opt in seg.options:
-                    if opt.kind == OptionKind.MSS and len(opt.data) == 2:
-                        self.peer_mss = int.from_bytes(opt.data, "big")
+                self._take_syn_options(seg.options)
                 if self.state is TcpState.SYN_SENT and not fl & _F_ACK:
                     self._apply(StateEvent.RECV_SYN)
                 elif self.state is TcpState.SYN_SENT:
@@ -742,14 +780,17 @@ class ConnectionCore:
             _check_seq("seq", seq)
             seq_value = seq
         if options is None:
-            opts: tuple[TcpOption, ...] = ()
-            if fi & _F_SYN and self.mss is not None:
-                opts = (TcpOption.mss(self.mss),)
+            opts = self._syn_options(now) if fi & _F_SYN else self._options(now, fi)
         else:
             opts = tuple(options)
         win = self.window if window is None else window
+        if window is None:
+            if fi & _F_SYN:
+                win = min(win, 0xFFFF)  # a SYN's window is never scaled (RFC 7323 2.2)
+            elif self.rcv_wscale:
+                win >>= self.rcv_wscale  # our window in bytes, scaled for the wire
         if not 0 <= win <= 0xFFFF:
-            raise UsageError(f"window must be 0..65535, got {win}")
+            raise UsageError(f"window must be 0..65535 on the wire, got {win}")
         seg = Segment(
             src_port=self.src_port,
             dst_port=self.dst_port,
@@ -770,6 +811,110 @@ class ConnectionCore:
             if self._rto_deadline is None:
                 self._rto_deadline = now + self.rto * self._backoff
         return seg
+
+    # ----------------------------------------------------------------- options
+
+    @property
+    def snd_wscale(self) -> int:
+        """The shift applied to windows the peer sends (0 unless both SYNs had WS)."""
+        if self.peer_wscale is None or self.wscale is None or not self._our_syn_offers_ws:
+            return 0
+        return min(self.peer_wscale, 14)
+
+    @property
+    def rcv_wscale(self) -> int:
+        """The shift applied to windows we send (0 unless both SYNs had WS)."""
+        if self.peer_wscale is None or self.wscale is None or not self._our_syn_offers_ws:
+            return 0
+        return self.wscale
+
+    @property
+    def sack_ok(self) -> bool:
+        """Both SYNs carried SACK-permitted."""
+        return self.sack and self.peer_sack_permitted and self.syn_sent
+
+    @property
+    def _our_syn_offers_ws(self) -> bool:
+        return self.syn_sent
+
+    def _take_syn_options(self, options: tuple[TcpOption, ...]) -> None:
+        for opt in options:
+            kind, data = opt.kind, opt.data
+            if kind == OptionKind.MSS and len(data) == 2:
+                self.peer_mss = int.from_bytes(data, "big")
+            elif kind == OptionKind.WSCALE and len(data) == 1:
+                self.peer_wscale = data[0]
+            elif kind == OptionKind.SACK_PERMITTED:
+                self.peer_sack_permitted = True
+            elif kind == OptionKind.TIMESTAMP and len(data) == 8:
+                self.peer_ts = True
+
+    def _take_timestamps(self, seg: Segment, kind: SegmentKind) -> None:
+        for opt in seg.options:
+            if opt.kind == OptionKind.TIMESTAMP and len(opt.data) == 8:
+                tsval, tsecr = int.from_bytes(opt.data[:4], "big"), int.from_bytes(opt.data[4:], "big")
+                self.last_tsval_got, self.last_tsecr_got = tsval, tsecr
+                # RFC 7323 4.3: TS.Recent follows segments that move the left edge
+                if kind is SegmentKind.EXPECTED or self.ts_recent is None:
+                    self.ts_recent = tsval
+                return
+
+    def _tsval(self, now: float | None) -> int:
+        if now is None:
+            now = self._now
+        if self._ts_t0 is None:
+            self._ts_t0 = now
+        return (self.ts_start + int((now - self._ts_t0) * 1000)) % SEQ_MOD
+
+    def _timestamp_option(self, now: float | None) -> TcpOption:
+        tsval = self._tsval(now)
+        tsecr = self.ts_recent or 0
+        self.last_tsval_sent, self.last_tsecr_sent = tsval, tsecr
+        return TcpOption.timestamps(tsval, tsecr)
+
+    def _syn_options(self, now: float | None) -> tuple[TcpOption, ...]:
+        """MSS, SACK-permitted, timestamps, window scale, as Linux orders them."""
+        opts: list[TcpOption] = []
+        if self.mss is not None:
+            opts.append(TcpOption.mss(self.mss))
+        answering = self.syn_got  # a SYN-ACK offers only what the peer offered
+        if self.sack and (not answering or self.peer_sack_permitted):
+            opts.append(TcpOption.sack_permitted())
+        offer_ts = self.timestamps if self.timestamps is not None else answering and self.peer_ts
+        if offer_ts and (not answering or self.peer_ts):
+            opts.append(self._timestamp_option(now))
+            self.ts_enabled = True
+        if self.wscale is not None and (not answering or self.peer_wscale is not None):
+            opts += [TcpOption(OptionKind.NOP), TcpOption.wscale(self.wscale)]
+        return tuple(opts)
+
+    def _options(self, now: float | None, fi: int) -> tuple[TcpOption, ...]:
+        if not (self.ts_enabled and self.peer_ts) and not self.sack_ok:
+            return ()
+        opts: list[TcpOption] = []
+        if self.ts_enabled and self.peer_ts:
+            opts += [TcpOption(OptionKind.NOP), TcpOption(OptionKind.NOP), self._timestamp_option(now)]
+        if self.sack_ok and fi & _F_ACK and self._ooo.pieces:
+            blocks = self.sack_blocks()[: 3 if self.ts_enabled else 4]
+            opts += [TcpOption(OptionKind.NOP), TcpOption(OptionKind.NOP), TcpOption.sack(blocks)]
+        return tuple(opts)
+
+    def sack_blocks(self) -> list[tuple[int, int]]:
+        """The out-of-order data held, as (left, right) edges, newest first (RFC 2018)."""
+        if self.rcv_nxt is None:
+            return []
+        ranges = sorted(
+            (seq_diff(seq, self.rcv_nxt), seq_diff(seq, self.rcv_nxt) + len(p) + fin)
+            for seq, (p, fin) in self._ooo.pieces.items()
+        )
+        merged: list[list[int]] = []
+        for a, b in ranges:
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        base = self.rcv_nxt
+        return [(seq_add(base, a), seq_add(base, b)) for a, b in reversed(merged)]
 
     # ----------------------------------------------------------- reliable mode
 

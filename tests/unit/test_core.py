@@ -458,3 +458,79 @@ def test_arbitrary_segments_never_raise_and_keep_counts(segments):
 
 def test_auto_is_the_default_sentinel():
     assert repr(AUTO) == "tcpemu.AUTO" and repr(QUIET) == "tcpemu.QUIET"
+
+
+# ------------------------------------------------------------- options
+
+
+def opened_with(peer_options, **kw) -> tuple[ConnectionCore, Segment]:
+    core = ConnectionCore(SERVER, src_port=20000, dst_port=None, isn=ISS, **kw)
+    core.receive(seg(IRS, flags=S, options=tuple(peer_options)), 0.0)
+    synack = core.syn_ack(now=0.0)
+    core.receive(seg(IRS + 1, ISS + 1, window=100), 0.001)
+    return core, synack
+
+
+class TestOptions:
+    LINUX_SYN = (
+        TcpOption.mss(1460),
+        TcpOption.sack_permitted(),
+        TcpOption.timestamps(777, 0),
+        TcpOption(OptionKind.NOP),
+        TcpOption.wscale(7),
+    )
+
+    def test_syn_ack_offers_only_what_the_peer_offered(self):
+        _, synack = opened_with([TcpOption.mss(1000)], wscale=5, sack=True, timestamps=True)
+        assert [o.kind for o in synack.options] == [OptionKind.MSS]
+
+    def test_full_negotiation_in_linux_order(self):
+        core, synack = opened_with(self.LINUX_SYN, wscale=5, sack=True)
+        kinds = [o.kind for o in synack.options]
+        assert kinds == [
+            OptionKind.MSS,
+            OptionKind.SACK_PERMITTED,
+            OptionKind.TIMESTAMP,
+            OptionKind.NOP,
+            OptionKind.WSCALE,
+        ]
+        assert synack.option(OptionKind.TIMESTAMP).value()[1] == 777  # echo of the peer's TSval
+        assert (core.snd_wscale, core.rcv_wscale, core.sack_ok, core.ts_enabled) == (7, 5, True, True)
+        assert core.last_win_got == 100 << 7  # the peer's window, scaled
+
+    def test_window_scaled_both_ways(self):
+        core, synack = opened_with(self.LINUX_SYN, wscale=5, window=200_000)
+        assert synack.window == 0xFFFF  # a SYN's window is never scaled
+        out = core.send(b"x", now=0.01)
+        assert out.window == 200_000 >> 5
+        syn_msg, ack_msg = core.pop_message_nowait(), core.pop_message_nowait()
+        assert syn_msg.window_bytes == syn_msg.window == 1000  # a SYN's window is never scaled
+        assert (ack_msg.window, ack_msg.window_bytes) == (100, 100 << 7)
+
+    def test_timestamps_on_every_segment_and_echo_ts_recent(self):
+        core, _ = opened_with(self.LINUX_SYN, ts_start=1000)
+        core.receive(seg(IRS + 1, ISS + 1, options=(TcpOption.timestamps(900, 1000),)), 0.5)
+        out = core.send(b"data", now=0.25)
+        assert out.option(OptionKind.TIMESTAMP).value() == (1250, 900)  # ts_start + 250 ms, echo 900
+        assert (core.last_tsval_sent, core.last_tsecr_sent, core.last_tsval_got) == (1250, 900, 900)
+
+    def test_no_timestamps_when_the_peer_sent_none(self):
+        core, _ = opened_with([TcpOption.mss(1460)], timestamps=None)
+        assert not core.ts_enabled and core.send(b"x", now=1.0).options == ()
+
+    def test_sack_blocks_from_the_out_of_order_store(self):
+        core, _ = opened_with(self.LINUX_SYN, sack=True, timestamps=False)
+        core.receive(seg(IRS + 11, ISS + 1, payload=b"b" * 10), 1.0)
+        core.receive(seg(IRS + 31, ISS + 1, payload=b"c" * 5), 1.0)
+        core.receive(seg(IRS + 21, ISS + 1, payload=b"x" * 10), 1.0)  # joins the first block
+        assert core.sack_blocks() == [(IRS + 11, IRS + 36)]
+        ack = core.ack_now()
+        assert ack.option(OptionKind.SACK).value() == [(IRS + 11, IRS + 36)]
+        core.receive(seg(IRS + 1, ISS + 1, payload=b"a" * 10), 1.1)  # the gap fills
+        assert core.sack_blocks() == [] and core.ack_now().options == ()
+
+    def test_bad_option_settings(self):
+        with pytest.raises(UsageError, match=r"wscale must be 0\.\.14"):
+            ConnectionCore(SERVER, src_port=1, dst_port=None, isn=0, wscale=15)
+        with pytest.raises(UsageError, match="window must be"):
+            ConnectionCore(SERVER, src_port=1, dst_port=None, isn=0, window=70000)
