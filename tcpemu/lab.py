@@ -3,6 +3,7 @@
 The two-host lab::
 
     [ iut ]  iut0 198.18.0.1/24 ==veth== tst0 198.18.0.2/24  [ tst ]
+             2001:db8::1/64                2001:db8::2/64
 
 The gateway lab (``open_lab(gateway=True)``)::
 
@@ -82,6 +83,16 @@ class Host:
     ip: IPAddress
     prefixlen: int
     mac: str
+    ip6: ipaddress.IPv6Address | None = None
+    """The host's IPv6 address (2001:db8::/32, prefix /64)."""
+
+    def address(self, version: int = 4) -> IPAddress:
+        """The host's IPv4 (``version=4``) or IPv6 (``version=6``) address."""
+        if version == 6:
+            if self.ip6 is None:
+                raise LabError(f"{self.role} has no IPv6 address")
+            return self.ip6
+        return self.ip
 
     async def socket(
         self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM, proto: int = 0
@@ -172,13 +183,17 @@ class Lab:
         destination points at the alien MAC (on the gateway, or on the sending host)."""
         d = Direction(direction)
         holder, dest = self._path_entry(d)
-        await self.set_neighbour(holder, dest.ip, self.alien_mac)
+        for addr in (dest.ip, dest.ip6):
+            if addr is not None:
+                await self.set_neighbour(holder, addr, self.alien_mac)
 
     async def repair_path(self, direction: Direction | str) -> None:
         """Undo :meth:`break_path`: the entry points at the destination's real MAC again."""
         d = Direction(direction)
         holder, dest = self._path_entry(d)
-        await self.set_neighbour(holder, dest.ip, dest.mac)
+        for addr in (dest.ip, dest.ip6):
+            if addr is not None:
+                await self.set_neighbour(holder, addr, dest.mac)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -264,15 +279,22 @@ def _build(lab: Lab, sysctls: Mapping[str, str], offloads: bool) -> None:
             net.create_veth(a.netns, a.ifname, b.netns, b.ifname)
         for host in hosts:
             net.add_address(host.netns, host.ifname, host.ip, host.prefixlen)
+            if host.ip6 is not None:
+                net.add_address(host.netns, host.ifname, host.ip6, 64)
             if not offloads:
                 state = net.set_offloads(host.netns, host.ifname, on=False)
                 if any(state.values()):
                     raise LabError(f"offloads still on for {host.ifname}: {state}")
             net.link_up(host.netns, host.ifname)
         if lab.gw_iut is not None and lab.gw_tst is not None:
-            net.sysctl_write(lab.gw_iut.netns, [("net.ipv4.ip_forward", "1")])
+            net.sysctl_write(
+                lab.gw_iut.netns, [("net.ipv4.ip_forward", "1"), ("net.ipv6.conf.all.forwarding", "1")]
+            )
             net.add_route(lab.iut.netns, _subnet(lab.tst), lab.gw_iut.ip)
             net.add_route(lab.tst.netns, _subnet(lab.iut), lab.gw_tst.ip)
+            if lab.tst.ip6 and lab.iut.ip6 and lab.gw_iut.ip6 and lab.gw_tst.ip6:
+                net.add_route(lab.iut.netns, _subnet(lab.tst, 6), lab.gw_iut.ip6)
+                net.add_route(lab.tst.netns, _subnet(lab.iut, 6), lab.gw_tst.ip6)
         net.sysctl_write(lab.iut.netns, sysctls.items())
     except BaseException:
         for ns in created:
@@ -283,22 +305,30 @@ def _build(lab: Lab, sysctls: Mapping[str, str], offloads: bool) -> None:
         raise
 
 
-def _subnet(host: Host) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+def _subnet(host: Host, version: int = 4) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    if version == 6:
+        return ipaddress.ip_network(f"{host.ip6}/64", strict=False)
     return ipaddress.ip_network(f"{host.ip}/{host.prefixlen}", strict=False)
 
 
 def _plan(tag: str, gateway: bool) -> tuple[Host, Host, Host | None, Host | None]:
     base = f"{LAB_PREFIX}{os.getpid()}-{tag}"
     ip = ipaddress.ip_address
-    iut = Host("iut", f"{base}-iut", "iut0", ip("198.18.0.1"), 24, "")
+    v6 = ipaddress.IPv6Address
+    iut = Host("iut", f"{base}-iut", "iut0", ip("198.18.0.1"), 24, "", v6("2001:db8::1"))
     if not gateway:
-        return iut, Host("tst", f"{base}-tst", "tst0", ip("198.18.0.2"), 24, ""), None, None
+        return (
+            iut,
+            Host("tst", f"{base}-tst", "tst0", ip("198.18.0.2"), 24, "", v6("2001:db8::2")),
+            None,
+            None,
+        )
     gw_ns = f"{base}-gw"
     return (
         iut,
-        Host("tst", f"{base}-tst", "tst0", ip("198.18.1.2"), 24, ""),
-        Host("gw-iut", gw_ns, "gw0", ip("198.18.0.2"), 24, ""),
-        Host("gw-tst", gw_ns, "gw1", ip("198.18.1.1"), 24, ""),
+        Host("tst", f"{base}-tst", "tst0", ip("198.18.1.2"), 24, "", v6("2001:db8:0:1::2")),
+        Host("gw-iut", gw_ns, "gw0", ip("198.18.0.2"), 24, "", v6("2001:db8::2")),
+        Host("gw-tst", gw_ns, "gw1", ip("198.18.1.1"), 24, "", v6("2001:db8:0:1::1")),
     )
 
 
@@ -306,7 +336,13 @@ def _with_mac(host: Host | None) -> Host | None:
     if host is None:
         return None
     return Host(
-        host.role, host.netns, host.ifname, host.ip, host.prefixlen, net.link_mac(host.netns, host.ifname)
+        host.role,
+        host.netns,
+        host.ifname,
+        host.ip,
+        host.prefixlen,
+        net.link_mac(host.netns, host.ifname),
+        host.ip6,
     )
 
 

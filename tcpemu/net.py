@@ -73,7 +73,9 @@ def create_veth(ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:
 
 def add_address(ns_name: str, ifname: str, ip: IPAddress, prefixlen: int) -> None:
     with NetNS(ns_name) as ns:
-        kw = {"nodad": True} if ip.version == 6 else {}
+        # IPv6: no duplicate address detection (IFA_F_NODAD), so the address
+        # is usable at once instead of tentative for a second or more
+        kw = {"flags": 0x02} if ip.version == 6 else {}
         ns.addr("add", index=_index(ns, ifname), address=str(ip), prefixlen=prefixlen, **kw)
 
 

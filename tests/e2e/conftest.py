@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import socket
 
+import pytest
 import trio
 
 import tcpemu
@@ -17,11 +18,23 @@ EMU_PORT = 20000
 IUT_PORT = 30000
 
 
-def emu_server(engine: tcpemu.Engine, lab: Lab, port: int = EMU_PORT, **kw) -> tcpemu.Connection:
+@pytest.fixture(params=[4, 6], ids=["ipv4", "ipv6"])
+def ipv(request: pytest.FixtureRequest) -> int:
+    """The IP version a test runs over: every end-to-end test of the connection API runs over both."""
+    return request.param
+
+
+def family(ipv: int) -> int:
+    return socket.AF_INET6 if ipv == 6 else socket.AF_INET
+
+
+def emu_server(
+    engine: tcpemu.Engine, lab: Lab, port: int = EMU_PORT, ipv: int = 4, **kw
+) -> tcpemu.Connection:
     return engine.connection(
         tcpemu.SERVER,
-        local=(str(lab.tst.ip), port),
-        remote=(str(lab.iut.ip), None),
+        local=(str(lab.tst.address(ipv)), port),
+        remote=(str(lab.iut.address(ipv)), None),
         local_mac=lab.alien_mac,
         remote_mac=lab.iut.mac,
         **kw,
@@ -29,21 +42,21 @@ def emu_server(engine: tcpemu.Engine, lab: Lab, port: int = EMU_PORT, **kw) -> t
 
 
 def emu_client(
-    engine: tcpemu.Engine, lab: Lab, port: int = IUT_PORT, local_port: int = EMU_PORT
+    engine: tcpemu.Engine, lab: Lab, port: int = IUT_PORT, local_port: int = EMU_PORT, ipv: int = 4
 ) -> tcpemu.Connection:
     return engine.connection(
         tcpemu.CLIENT,
-        local=(str(lab.tst.ip), local_port),
-        remote=(str(lab.iut.ip), port),
+        local=(str(lab.tst.address(ipv)), local_port),
+        remote=(str(lab.iut.address(ipv)), port),
         local_mac=lab.alien_mac,
         remote_mac=lab.iut.mac,
     )
 
 
-async def iut_connect(lab: Lab, port: int = EMU_PORT) -> trio.socket.SocketType:
+async def iut_connect(lab: Lab, port: int = EMU_PORT, ipv: int = 4) -> trio.socket.SocketType:
     """An IUT socket with a non-blocking connect() to the emulator in flight."""
-    sock = await lab.iut.socket()
-    rc = connect_nowait(sock, (str(lab.tst.ip), port))
+    sock = await lab.iut.socket(family(ipv))
+    rc = connect_nowait(sock, (str(lab.tst.address(ipv)), port))
     assert rc == errno.EINPROGRESS, f"connect() returned {errno.errorcode.get(rc, rc)}, expected EINPROGRESS"
     return sock
 
@@ -55,18 +68,18 @@ async def connect_result(sock: trio.socket.SocketType, timeout: float = 5) -> in
     return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
 
 
-async def open_emulated_server(engine: tcpemu.Engine, lab: Lab, port: int = EMU_PORT):
-    conn = emu_server(engine, lab, port)
-    iut = await iut_connect(lab, port)
+async def open_emulated_server(engine: tcpemu.Engine, lab: Lab, port: int = EMU_PORT, ipv: int = 4):
+    conn = emu_server(engine, lab, port, ipv=ipv)
+    iut = await iut_connect(lab, port, ipv=ipv)
     await conn.wait_open(timeout=5)
     assert await connect_result(iut) == 0
     return conn, iut
 
 
-async def iut_listener(lab: Lab, port: int = IUT_PORT) -> trio.socket.SocketType:
-    sock = await lab.iut.socket()
+async def iut_listener(lab: Lab, port: int = IUT_PORT, ipv: int = 4) -> trio.socket.SocketType:
+    sock = await lab.iut.socket(family(ipv))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    await sock.bind((str(lab.iut.ip), port))
+    await sock.bind((str(lab.iut.address(ipv)), port))
     sock.listen(16)
     return sock
 

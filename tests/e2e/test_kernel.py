@@ -19,6 +19,7 @@ from .conftest import (
     connect_result,
     emu_client,
     emu_server,
+    family,
     iut_connect,
     iut_listener,
     open_emulated_server,
@@ -29,13 +30,13 @@ from .conftest import (
 pytestmark = pytest.mark.e2e
 
 
-async def test_seed_scenario_server_mode(tcpemu_lab, tcpemu_engine):
+async def test_seed_scenario_server_mode(tcpemu_lab, tcpemu_engine, ipv):
     """The old C API's example: IUT connect()s, the emulator answers, 1024 bytes arrive intact."""
     lab = tcpemu_lab
     neigh = {ip: mac for ip, mac, _ in await lab.neighbours(lab.iut)}
-    assert neigh[str(lab.tst.ip)] == lab.alien_mac
-    conn = emu_server(tcpemu_engine, lab)
-    iut = await iut_connect(lab)
+    assert neigh[str(lab.tst.address(ipv))] == lab.alien_mac
+    conn = emu_server(tcpemu_engine, lab, ipv=ipv)
+    iut = await iut_connect(lab, ipv=ipv)
     await conn.wait_open(timeout=5)
     assert await connect_result(iut) == 0
     assert conn.state is TcpState.ESTABLISHED
@@ -48,33 +49,34 @@ async def test_seed_scenario_server_mode(tcpemu_lab, tcpemu_engine):
     iut.close()
 
 
-async def test_client_mode_accept(tcpemu_lab, tcpemu_engine):
+async def test_client_mode_accept(tcpemu_lab, tcpemu_engine, ipv):
     lab = tcpemu_lab
-    listener = await iut_listener(lab)
-    conn = emu_client(tcpemu_engine, lab)
+    listener = await iut_listener(lab, ipv=ipv)
+    conn = emu_client(tcpemu_engine, lab, ipv=ipv)
     assert conn.state is TcpState.SYN_SENT
     await conn.wait_open(timeout=5)
     with trio.fail_after(5):
         accepted, peer = await listener.accept()
-    assert peer == (str(lab.tst.ip), EMU_PORT)
+    assert peer[:2] == (str(lab.tst.address(ipv)), EMU_PORT)
     await wait_tcp_state(accepted, TcpState.ESTABLISHED, timeout=5)
-    assert tcp_info(accepted).snd_mss == 1460  # our SYN's MSS option was honoured
+    # our SYN's MSS (1460), capped by the kernel at what its own MTU allows over IPv6
+    assert tcp_info(accepted).snd_mss == (1460 if ipv == 4 else 1440)
     await conn.send_msg(b"hello iut")
     assert await recv_exactly(accepted, 9) == b"hello iut"
     accepted.close()
     listener.close()
 
 
-async def test_client_mode_to_a_closed_port_is_refused(tcpemu_lab, tcpemu_engine):
-    conn = emu_client(tcpemu_engine, tcpemu_lab, port=IUT_PORT + 7)
+async def test_client_mode_to_a_closed_port_is_refused(tcpemu_lab, tcpemu_engine, ipv):
+    conn = emu_client(tcpemu_engine, tcpemu_lab, port=IUT_PORT + 7, ipv=ipv)
     with pytest.raises(tcpemu.ConnectionBrokenError, match=r"wait_open.*reset"):
         await conn.wait_open(timeout=5)
     assert conn.rst_got and conn.state is TcpState.CLOSED
 
 
-async def test_data_both_ways_with_recv_data(tcpemu_lab, tcpemu_engine):
+async def test_data_both_ways_with_recv_data(tcpemu_lab, tcpemu_engine, ipv):
     lab = tcpemu_lab
-    conn, iut = await open_emulated_server(tcpemu_engine, lab)
+    conn, iut = await open_emulated_server(tcpemu_engine, lab, ipv=ipv)
     rng = random.Random(2)
     to_emu = rng.randbytes(100_000)
     to_iut = rng.randbytes(20_000)
@@ -89,10 +91,10 @@ async def test_data_both_ways_with_recv_data(tcpemu_lab, tcpemu_engine):
     iut.close()
 
 
-async def test_withheld_acks_make_the_kernel_retransmit(tcpemu_lab, tcpemu_engine):
+async def test_withheld_acks_make_the_kernel_retransmit(tcpemu_lab, tcpemu_engine, ipv):
     """recv_msg() returns retransmits; recv_msg(skip_retransmits=True) passes over them."""
     lab = tcpemu_lab
-    conn, iut = await open_emulated_server(tcpemu_engine, lab)
+    conn, iut = await open_emulated_server(tcpemu_engine, lab, ipv=ipv)
     await iut.send(b"A" * 100)
     first = await conn.recv_msg(timeout=5, ack=False)
     again = await conn.recv_msg(timeout=5, ack=False)
@@ -113,9 +115,9 @@ async def test_withheld_acks_make_the_kernel_retransmit(tcpemu_lab, tcpemu_engin
     iut.close()
 
 
-async def test_fin_from_the_peer_then_send_fin(tcpemu_lab, tcpemu_engine):
+async def test_fin_from_the_peer_then_send_fin(tcpemu_lab, tcpemu_engine, ipv):
     lab = tcpemu_lab
-    conn, iut = await open_emulated_server(tcpemu_engine, lab)
+    conn, iut = await open_emulated_server(tcpemu_engine, lab, ipv=ipv)
     await iut.send(b"bye")
     iut.shutdown(socket.SHUT_WR)
     data = await conn.recv_data(idle=1, timeout=5)
@@ -132,8 +134,8 @@ async def test_fin_from_the_peer_then_send_fin(tcpemu_lab, tcpemu_engine):
     iut.close()
 
 
-async def test_send_fin_waits_for_the_ack_and_iut_sees_eof(tcpemu_lab, tcpemu_engine):
-    conn, iut = await open_emulated_server(tcpemu_engine, tcpemu_lab)
+async def test_send_fin_waits_for_the_ack_and_iut_sees_eof(tcpemu_lab, tcpemu_engine, ipv):
+    conn, iut = await open_emulated_server(tcpemu_engine, tcpemu_lab, ipv=ipv)
     await conn.send_fin(timeout=5)
     assert conn.state is TcpState.FIN_WAIT_2
     assert await iut.recv(10) == b""
@@ -145,8 +147,8 @@ async def test_send_fin_waits_for_the_ack_and_iut_sees_eof(tcpemu_lab, tcpemu_en
     assert fin.flags & TcpFlags.FIN and conn.fin_got and conn.state is TcpState.TIME_WAIT
 
 
-async def test_send_rst_resets_the_iut_socket(tcpemu_lab, tcpemu_engine):
-    conn, iut = await open_emulated_server(tcpemu_engine, tcpemu_lab)
+async def test_send_rst_resets_the_iut_socket(tcpemu_lab, tcpemu_engine, ipv):
+    conn, iut = await open_emulated_server(tcpemu_engine, tcpemu_lab, ipv=ipv)
     await conn.send_rst()
     with trio.fail_after(5), pytest.raises(ConnectionResetError) as info:
         await iut.recv(10)
@@ -155,12 +157,12 @@ async def test_send_rst_resets_the_iut_socket(tcpemu_lab, tcpemu_engine):
     iut.close()
 
 
-async def test_delayed_syn_ack_holds_the_iut_in_syn_sent(tcpemu_lab, tcpemu_engine):
+async def test_delayed_syn_ack_holds_the_iut_in_syn_sent(tcpemu_lab, tcpemu_engine, ipv):
     lab = tcpemu_lab
-    conn = emu_server(tcpemu_engine, lab)
-    iut = await iut_connect(lab)
+    conn = emu_server(tcpemu_engine, lab, ipv=ipv)
+    iut = await iut_connect(lab, ipv=ipv)
     syn = await conn.wait_msg(timeout=5)
-    assert syn.flags == TcpFlags.SYN and syn.mss == 1460
+    assert syn.flags == TcpFlags.SYN and syn.mss == (1460 if ipv == 4 else 1440)  # MTU 1500 less headers
     assert tcp_state(iut) is TcpState.SYN_SENT
     # the kernel retransmits its SYN (1 s later) and is still waiting for us
     await conn.wait_until(lambda c: c.statistics().retransmits_seen >= 1, timeout=5, what="SYN retransmit")
@@ -172,8 +174,8 @@ async def test_delayed_syn_ack_holds_the_iut_in_syn_sent(tcpemu_lab, tcpemu_engi
     iut.close()
 
 
-async def test_destroy_sends_nothing(tcpemu_lab, tcpemu_engine):
-    conn, iut = await open_emulated_server(tcpemu_engine, tcpemu_lab)
+async def test_destroy_sends_nothing(tcpemu_lab, tcpemu_engine, ipv):
+    conn, iut = await open_emulated_server(tcpemu_engine, tcpemu_lab, ipv=ipv)
     sent = tcpemu_engine.statistics().frames_sent
     await conn.aclose()
     assert tcpemu_engine.statistics().frames_sent == sent
@@ -181,13 +183,13 @@ async def test_destroy_sends_nothing(tcpemu_lab, tcpemu_engine):
     iut.close()
 
 
-async def test_listener_accepts_many_kernel_connections(tcpemu_lab, tcpemu_engine):
+async def test_listener_accepts_many_kernel_connections(tcpemu_lab, tcpemu_engine, ipv):
     lab = tcpemu_lab
-    listener = tcpemu_engine.listen((str(lab.tst.ip), EMU_PORT), local_mac=lab.alien_mac)
+    listener = tcpemu_engine.listen((str(lab.tst.address(ipv)), EMU_PORT), local_mac=lab.alien_mac)
     socks = []
     for _ in range(50):
-        sock = await lab.iut.socket()
-        assert tcpemu.lab.connect_nowait(sock, (str(lab.tst.ip), EMU_PORT)) == errno.EINPROGRESS
+        sock = await lab.iut.socket(family(ipv))
+        assert tcpemu.lab.connect_nowait(sock, (str(lab.tst.address(ipv)), EMU_PORT)) == errno.EINPROGRESS
         socks.append(sock)
     for sock in socks:
         assert await connect_result(sock) == 0
