@@ -22,13 +22,13 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Final, TypeVar
 
 import trio
 
-from . import _bpf
+from . import _bpf, malform
 from ._errors import (
     ConnectionBrokenError,
     ConnectionClosedError,
@@ -57,11 +57,13 @@ from .core import (
 )
 from .faults import NO_FAULTS, FaultAction, FaultInjector, Faults
 from .wire import (
+    Frame,
     FrameTemplate,
     IPAddress,
     Segment,
     TcpFlags,
     TcpOption,
+    build_frame,
     classify_untrusted,
     encode_options,
     flow_key,
@@ -500,6 +502,65 @@ class Connection:
         await trio.lowlevel.checkpoint()
         return seg
 
+    def segment(self, payload: bytes = b"", **fields: object) -> SegmentSpec:
+        """A mutable description of one segment, every TCP and IP field open.
+
+        Defaults come from the connection (seq = next_seqn, ack = next_ackn,
+        ACK|PSH as send_msg would, the current window, no options); any
+        field can be given here or changed afterwards.  Nothing is sent or
+        recorded until :meth:`send_segments`.
+        """
+        core = self.core
+        spec = SegmentSpec(
+            payload=bytes(payload),
+            seq=core.snd_nxt,
+            ack=core.rcv_nxt or 0,
+            flags=TcpFlags.ACK | (TcpFlags.PSH if payload else 0)
+            if core.rcv_nxt is not None
+            else TcpFlags(0),
+            window=min(core.window >> core.rcv_wscale, 0xFFFF),
+        )
+        for name, value in fields.items():
+            if not hasattr(spec, name):
+                raise UsageError(
+                    f"segment(): no field {name!r}; fields: {', '.join(SegmentSpec.__dataclass_fields__)}"
+                )
+            setattr(spec, name, value)
+        return spec
+
+    def stream_segments(self, data: bytes, cuts: list[int]) -> list[SegmentSpec]:
+        """``data`` cut at the offsets ``cuts`` into segments that continue from next_seqn.
+
+        Send them in any order (or some twice) with :meth:`send_segments`,
+        then ``update_sent_seq(len(data))``.
+        """
+        bounds = [0, *sorted(set(cuts)), len(data)]
+        if bounds[1] < 0 or bounds[-2] > len(data):
+            raise UsageError(f"cuts must lie within 0..{len(data)}, got {cuts}")
+        base = self.core.snd_nxt
+        return [
+            self.segment(data[a:b], seq=(base + a) % 2**32)
+            for a, b in zip(bounds, bounds[1:], strict=False)
+            if b > a
+        ]
+
+    async def send_segments(self, specs: list[SegmentSpec] | SegmentSpec) -> list[bytes]:
+        """Send segments exactly as described, in the order given; returns the frames sent.
+
+        The connection's numbering does not move (see :meth:`update_sent_seq`);
+        the segments are recorded as sent (last_seqn_sent, the trace, the capture).
+        """
+        self._check_usable("send_segments")
+        frames = []
+        for spec in [specs] if isinstance(specs, SegmentSpec) else specs:
+            frame = spec.encode(self)
+            self.core._record_sent(spec.as_segment(self), advance=False)
+            self._trace.append((trio.current_time() - self._engine._t0, ">", spec.as_segment(self)))
+            self._engine._transmit([frame])
+            frames.append(frame)
+        await trio.lowlevel.checkpoint()
+        return frames
+
     def update_sent_seq(self, new_bytes: int) -> None:
         """Advance next_seqn by ``new_bytes`` (after sending with an explicit seq)."""
         self.core.update_sent_seq(new_bytes)
@@ -594,6 +655,79 @@ class Connection:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+@dataclass
+class SegmentSpec:
+    """Every field of one segment and of its IP header, for :meth:`Connection.send_segments`.
+
+    ``options`` is a list of :class:`~tcpemu.TcpOption` or raw bytes (put
+    as they are, padded to 4 bytes); ``data_offset`` (in 32-bit words) and
+    ``checksum`` override what encoding computed, after encoding; so do
+    ``ip_checksum`` and ``ip_total_length``.  ``tos`` carries the ECN bits
+    in its low two; ``ip_options`` are IPv4 header options.
+    """
+
+    payload: bytes = b""
+    seq: int = 0
+    ack: int = 0
+    flags: TcpFlags | int = 0
+    window: int = 0
+    urgent: int = 0
+    options: list[TcpOption] | bytes = field(default_factory=list)
+    data_offset: int | None = None
+    checksum: int | None = None
+    ttl: int = 64
+    tos: int = 0
+    ip_id: int = 0
+    df: bool = True
+    ip_options: bytes = b""
+    ip_checksum: int | None = None
+    ip_total_length: int | None = None
+
+    def as_segment(self, conn: Connection) -> Segment:
+        opts = tuple(self.options) if isinstance(self.options, list) else ()
+        return Segment(
+            conn.core.src_port,
+            conn.core.dst_port or 0,
+            self.seq % 2**32,
+            self.ack % 2**32,
+            TcpFlags(int(self.flags) & 0x1FF),
+            self.window,
+            self.urgent,
+            opts,
+            self.payload,
+        )
+
+    def encode(self, conn: Connection) -> bytes:
+        seg = self.as_segment(conn)
+        raw_opts = self.options if isinstance(self.options, bytes) else encode_options(self.options)
+        raw_opts += b"\x00" * (-len(raw_opts) % 4)
+        frame = Frame(
+            conn.local_mac,
+            conn.remote_mac,
+            conn.local_ip,
+            conn.remote_ip,
+            seg,
+            self.ttl,
+            self.tos,
+            self.ip_id,
+            self.df,
+        )
+        data = build_frame(
+            frame, raw_options=raw_opts, ip_options=self.ip_options, reserved_flags=int(self.flags) >> 9
+        )
+        if self.data_offset is not None:
+            data = malform.set_data_offset(data, self.data_offset)
+        if self.ip_total_length is not None:
+            data = malform.set_ip_total_length(data, self.ip_total_length)
+        if self.checksum is not None:
+            data = malform.set_tcp_checksum(data, self.checksum)
+        if self.ip_checksum is not None:
+            b = bytearray(data)
+            struct.pack_into("!H", b, 24, self.ip_checksum & 0xFFFF)
+            data = bytes(b)
+        return data
 
 
 _AFTER_OPEN: Final = frozenset(

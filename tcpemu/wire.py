@@ -374,16 +374,27 @@ def parse_frame_untrusted(buf: bytes | memoryview) -> Frame:
     )
 
 
-def build_frame(frame: Frame) -> bytes:
-    """Encode a frame with correct IP and TCP checksums (built with dpkt)."""
+def build_frame(
+    frame: Frame, *, raw_options: bytes | None = None, ip_options: bytes = b"", reserved_flags: int = 0
+) -> bytes:
+    """Encode a frame with correct IP and TCP checksums (built with dpkt).
+
+    ``raw_options`` replaces the encoded options (a multiple of 4 bytes);
+    ``ip_options`` go into the IPv4 header; ``reserved_flags`` sets the three
+    reserved bits above AE.
+    """
     seg = frame.segment
-    opts = encode_options(seg.options)
+    opts = encode_options(seg.options) if raw_options is None else raw_options
+    if len(opts) % 4 or len(opts) > 40:
+        raise UsageError(f"TCP options take a multiple of 4 bytes, at most 40; got {len(opts)}")
+    if len(ip_options) % 4 or len(ip_options) > 40:
+        raise UsageError(f"IP options take a multiple of 4 bytes, at most 40; got {len(ip_options)}")
     tcp = dpkt.tcp.TCP(
         sport=seg.src_port,
         dport=seg.dst_port,
         seq=seg.seq % SEQ_MOD,
         ack=seg.ack % SEQ_MOD,
-        flags=int(seg.flags) & 0x1FF,
+        flags=(int(seg.flags) & 0x1FF) | ((reserved_flags & 0x7) << 9),
         win=seg.window,
         urp=seg.urgent,
         off=(20 + len(opts)) // 4,
@@ -401,8 +412,11 @@ def build_frame(frame: Frame) -> bytes:
             tos=frame.tos,
             id=frame.ip_id,
             df=1 if frame.df else 0,
+            opts=ip_options,
             data=tcp,
         )
+        if ip_options:
+            ip.hl = 5 + len(ip_options) // 4
         ethertype = ETH_P_IP
     else:
         ip = dpkt.ip6.IP6(
