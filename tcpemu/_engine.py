@@ -540,7 +540,7 @@ class Connection:
         base = self.core.snd_nxt
         return [
             self.segment(data[a:b], seq=(base + a) % 2**32)
-            for a, b in zip(bounds, bounds[1:], strict=False)
+            for a, b in itertools.pairwise(bounds)
             if b > a
         ]
 
