@@ -539,9 +539,7 @@ class Connection:
             raise UsageError(f"cuts must lie within 0..{len(data)}, got {cuts}")
         base = self.core.snd_nxt
         return [
-            self.segment(data[a:b], seq=(base + a) % 2**32)
-            for a, b in itertools.pairwise(bounds)
-            if b > a
+            self.segment(data[a:b], seq=(base + a) % 2**32) for a, b in itertools.pairwise(bounds) if b > a
         ]
 
     async def send_segments(self, specs: list[SegmentSpec] | SegmentSpec) -> list[bytes]:
