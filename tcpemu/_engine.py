@@ -559,6 +559,18 @@ class Connection:
         await trio.lowlevel.checkpoint()
         return frames
 
+    async def send_frames(self, frames: list[bytes]) -> None:
+        """Put raw frames on the link for this connection, as they are (fragments,
+        frames broken with :mod:`tcpemu.malform`).  Nothing is recorded in the
+        connection's numbering; the capture has them."""
+        self._check_usable("send_frames")
+        for frame in frames:
+            self._trace.append(
+                (trio.current_time() - self._engine._t0, "!", f"raw frame of {len(frame)} bytes sent")
+            )
+            self._engine._transmit([frame])
+        await trio.lowlevel.checkpoint()
+
     def update_sent_seq(self, new_bytes: int) -> None:
         """Advance next_seqn by ``new_bytes`` (after sending with an explicit seq)."""
         self.core.update_sent_seq(new_bytes)

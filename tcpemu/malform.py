@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 
 from ._errors import UsageError
-from .wire import ETH_HLEN, classify_untrusted
+from .wire import ETH_HLEN, classify_untrusted, internet_checksum
 
 __all__ = [
     "set_tcp_checksum",
@@ -19,6 +19,8 @@ __all__ = [
     "set_data_offset",
     "set_ip_total_length",
     "truncate",
+    "fragment_ipv4",
+    "fragment_ipv6",
 ]
 
 
@@ -73,3 +75,59 @@ def truncate(frame: bytes, length: int) -> bytes:
     if length < 0:
         raise UsageError(f"truncate to {length} bytes?")
     return frame[:length]
+
+
+def fragment_ipv4(frame: bytes, ranges: list[tuple[int, int]], *, ip_id: int | None = None) -> list[bytes]:
+    """Cut an IPv4 frame's payload (the TCP segment) into fragments, one per ``(start, end)``
+    byte range, in the order given.
+
+    Ranges may overlap, leave gaps or repeat; each start must be a multiple
+    of 8 (the fragment offset unit).  The fragment that ends the payload has
+    MF clear, the others MF set; DF is cleared.  ``ip_id`` replaces the IP ID
+    (fragments of one datagram share it).
+    """
+    if frame[12:14] != b"\x08\x00":
+        raise UsageError("fragment_ipv4: not an IPv4 frame (use fragment_ipv6)")
+    ihl = (frame[14] & 0x0F) * 4
+    eth_ip = frame[: ETH_HLEN + ihl]
+    (total,) = struct.unpack_from("!H", frame, ETH_HLEN + 2)
+    payload = frame[ETH_HLEN + ihl : ETH_HLEN + total]
+    out = []
+    for start, end in ranges:
+        if start % 8 or not 0 <= start < end <= len(payload):
+            raise UsageError(
+                f"fragment range {start}..{end}: start a multiple of 8, within 0..{len(payload)}"
+            )
+        header = bytearray(eth_ip)
+        more = 0x2000 if end < len(payload) else 0
+        struct.pack_into("!H", header, ETH_HLEN + 2, ihl + end - start)
+        if ip_id is not None:
+            struct.pack_into("!H", header, ETH_HLEN + 4, ip_id)
+        struct.pack_into("!H", header, ETH_HLEN + 6, more | (start // 8))
+        struct.pack_into("!H", header, ETH_HLEN + 10, 0)
+        struct.pack_into("!H", header, ETH_HLEN + 10, internet_checksum(bytes(header[ETH_HLEN:])))
+        out.append(bytes(header) + payload[start:end])
+    return out
+
+
+def fragment_ipv6(frame: bytes, ranges: list[tuple[int, int]], *, ident: int = 0x7C9E) -> list[bytes]:
+    """The same for IPv6: each fragment carries a Fragment extension header (RFC 8200 4.5)."""
+    if frame[12:14] != b"\x86\xdd":
+        raise UsageError("fragment_ipv6: not an IPv6 frame")
+    base = bytearray(frame[: ETH_HLEN + 40])
+    next_header = base[ETH_HLEN + 6]
+    (plen,) = struct.unpack_from("!H", frame, ETH_HLEN + 4)
+    payload = frame[ETH_HLEN + 40 : ETH_HLEN + 40 + plen]
+    out = []
+    for start, end in ranges:
+        if start % 8 or not 0 <= start < end <= len(payload):
+            raise UsageError(
+                f"fragment range {start}..{end}: start a multiple of 8, within 0..{len(payload)}"
+            )
+        header = bytearray(base)
+        header[ETH_HLEN + 6] = 44  # Fragment header follows
+        struct.pack_into("!H", header, ETH_HLEN + 4, 8 + end - start)
+        more = 1 if end < len(payload) else 0
+        frag = struct.pack("!BBHI", next_header, 0, (start // 8) << 3 | more, ident)
+        out.append(bytes(header) + frag + payload[start:end])
+    return out

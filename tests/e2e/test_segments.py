@@ -9,7 +9,7 @@ import struct
 import pytest
 import trio
 
-from tcpemu import TcpFlags, UsageError
+from tcpemu import TcpFlags, UsageError, malform
 from tcpemu._netns import run_in_netns
 
 from .conftest import open_emulated_server, recv_exactly
@@ -101,4 +101,33 @@ async def test_data_offset_too_small_is_dropped(tcpemu_lab, tcpemu_engine):
     assert tcp_snmp(tcpemu_lab.iut.netns)["InErrs"] - before["InErrs"] == 1
     with pytest.raises(UsageError, match="no field"):
         conn.segment(b"", nonsense=1)
+    iut.close()
+
+
+async def test_one_segment_as_out_of_order_ip_fragments_is_reassembled(tcpemu_lab, tcpemu_engine, ipv):
+    conn, iut = await open_emulated_server(tcpemu_engine, tcpemu_lab, ipv=ipv)
+    data = bytes(range(200))
+    spec = conn.segment(data, df=False, ip_id=777)
+    frame = spec.encode(conn)
+    cut = malform.fragment_ipv4 if ipv == 4 else malform.fragment_ipv6
+    pieces = cut(frame, [(80, 220), (0, 40), (40, 80)])  # last fragment first
+    await conn.send_frames(pieces)
+    conn.update_sent_seq(len(data))
+    assert await recv_exactly(iut, len(data)) == data
+    iut.close()
+
+
+async def test_overlapping_ip_fragments_drop_the_whole_datagram(tcpemu_lab, tcpemu_engine, ipv):
+    """Linux discards a datagram whose fragments overlap (RFC 5722 for IPv6; the
+    same rule for IPv4 since the FragmentSmack fixes): nothing is delivered."""
+    conn, iut = await open_emulated_server(tcpemu_engine, tcpemu_lab, ipv=ipv)
+    frame = conn.segment(b"B" * 100, df=False, ip_id=778).encode(conn)
+    cut = malform.fragment_ipv4 if ipv == 4 else malform.fragment_ipv6
+    await conn.send_frames(cut(frame, [(0, 64), (56, 120)]))  # 8 bytes overlap
+    # other bytes at the same place, as one whole segment: had the fragments
+    # been reassembled, the B's would have arrived and these been duplicates
+    await conn.send_msg(b"A" * 100)
+    assert await recv_exactly(iut, 100) == b"A" * 100
+    await conn.send_msg(b"|")
+    assert await recv_exactly(iut, 1) == b"|"
     iut.close()
