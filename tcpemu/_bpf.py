@@ -66,16 +66,37 @@ class _Asm:
         return out
 
 
-def tcp_to_addresses(addresses: Iterable[IPAddress]) -> list[Insn]:
-    """Accept IPv4/IPv6 TCP frames whose destination is one of ``addresses``."""
+def _match_v6(asm: _Asm, addresses: list[IPAddress], offset: int, tag: str) -> None:
+    """Jump to accept when the 16 bytes at ``offset`` are one of ``addresses``; fall through if not."""
+    for i, addr in enumerate(addresses):
+        words = struct.unpack("!4I", addr.packed)
+        nxt = f"{tag}{i}"
+        for j, word in enumerate(words):
+            asm.op(LD_W_ABS, offset + 4 * j)
+            asm.op(JEQ_K, word, "accept" if j == 3 else 0, nxt)
+        asm.label(nxt)
+
+
+def tcp_to_addresses(addresses: Iterable[IPAddress], neighbours: Iterable[IPAddress] = ()) -> list[Insn]:
+    """Accept IPv4/IPv6 TCP frames whose destination is one of ``addresses``, and,
+    for the addresses in ``neighbours``, ARP frames asking for (or answering to)
+    them and IPv6 neighbour solicitations and advertisements about them."""
     v4 = sorted({a for a in addresses if a.version == 4})
     v6 = sorted({a for a in addresses if a.version == 6})
+    n4 = sorted({a for a in neighbours if a.version == 4})
+    n6 = sorted({a for a in neighbours if a.version == 6})
     asm = _Asm()
     asm.op(LD_W_ABS, SKF_AD_PKTTYPE)
     asm.op(JEQ_K, PACKET_OUTGOING, "reject", 0)
     asm.op(LD_H_ABS, 12)
     asm.op(JEQ_K, 0x0800, "v4", 0)
-    asm.op(JEQ_K, 0x86DD, "v6", "reject")
+    asm.op(JEQ_K, 0x86DD, "v6", 0)
+    asm.op(JEQ_K, 0x0806, "arp", "reject")
+    asm.label("arp")
+    asm.op(LD_W_ABS, 38)  # the target protocol address
+    for addr in n4:
+        asm.op(JEQ_K, int(addr), "accept", 0)
+    asm.op(JA, "reject")  # type: ignore[arg-type]
     asm.label("v4")
     asm.op(LD_B_ABS, 23)
     asm.op(JEQ_K, 6, 0, "reject")
@@ -85,14 +106,20 @@ def tcp_to_addresses(addresses: Iterable[IPAddress]) -> list[Insn]:
     asm.op(JA, "reject")  # type: ignore[arg-type]
     asm.label("v6")
     asm.op(LD_B_ABS, 20)
-    asm.op(JEQ_K, 6, 0, "reject")
-    for i, addr in enumerate(v6):
-        words = struct.unpack("!4I", addr.packed)
-        nxt = f"v6next{i}"
-        for j, word in enumerate(words):
-            asm.op(LD_W_ABS, 38 + 4 * j)
-            asm.op(JEQ_K, word, "accept" if j == 3 else 0, nxt)
-        asm.label(nxt)
+    asm.op(JEQ_K, 6, "v6tcp", 0)
+    asm.op(JEQ_K, 58, "icmp6", "reject")
+    asm.label("v6tcp")
+    _match_v6(asm, v6, 38, "v6next")
+    asm.op(JA, "reject")  # type: ignore[arg-type]
+    asm.label("icmp6")
+    asm.op(LD_B_ABS, 54)
+    asm.op(JEQ_K, 135, "ns", 0)
+    asm.op(JEQ_K, 136, "na", "reject")
+    asm.label("ns")
+    _match_v6(asm, n6, 62, "nsnext")  # the target address
+    asm.op(JA, "reject")  # type: ignore[arg-type]
+    asm.label("na")
+    _match_v6(asm, n6, 38, "nanext")  # an advertisement sent to us
     asm.op(JA, "reject")  # type: ignore[arg-type]
     asm.label("accept")
     asm.op(RET_K, ACCEPT_BYTES)

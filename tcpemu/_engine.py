@@ -28,7 +28,7 @@ from typing import Final, TypeVar
 
 import trio
 
-from . import _bpf, malform
+from . import _bpf, malform, neighbour, net
 from ._errors import (
     ConnectionBrokenError,
     ConnectionClosedError,
@@ -67,6 +67,7 @@ from .wire import (
     classify_untrusted,
     encode_options,
     flow_key,
+    format_mac,
     listen_key,
     parse_mac,
     parse_tcp_untrusted,
@@ -100,6 +101,8 @@ class EngineStatistics:
     """Faults injected, by direction and kind ("out-drop", "in-delay", ...)."""
     tx_errors: int
     """Frames the pump or the timers could not send (too long for the MTU), logged as errors."""
+    neighbour_replies: int
+    """ARP replies and neighbour advertisements sent for emulated addresses."""
 
 
 def _addr(value: object, what: str) -> IPAddress:
@@ -270,6 +273,12 @@ class Connection:
                     )
                 )
         return lines
+
+    def _learn_mac(self, mac: bytes) -> None:
+        """remote_mac was not given: the peer's first frame tells it."""
+        self.remote_mac = mac
+        self._template = FrameTemplate(self.local_mac, mac, self.local_ip, self.remote_ip)
+        self._event(f"remote MAC learnt from the peer: {format_mac(mac)}")
 
     def _note_state(self) -> None:
         self._event(f"state {self._traced_state.name} -> {self.core.state.name}")
@@ -740,6 +749,8 @@ class SegmentSpec:
         return data
 
 
+_UNKNOWN_MAC: Final = bytes(6)  # remote_mac to be learnt from the peer's first frame
+
 _AFTER_OPEN: Final = frozenset(
     {
         TcpState.FIN_WAIT_1,
@@ -936,6 +947,8 @@ class Engine:
         rto: float = 0.2,
         faults_out: Faults | None = None,
         faults_in: Faults | None = None,
+        answer_neighbours: bool | None = None,
+        owned_addresses: frozenset[IPAddress] = frozenset(),
     ) -> None:
         self._link = link
         self.reliable = reliable
@@ -949,6 +962,11 @@ class Engine:
         self._held_seq = itertools.count()
         self._timer_wakeup = trio.Event()
         self._planned = math.inf
+        self.answer_neighbours = answer_neighbours
+        self._owned: frozenset[IPAddress] = owned_addresses
+        self._neighbour_macs: dict[IPAddress, bytes] = {}  # addresses we answer ARP/NS for
+        self._resolving: dict[IPAddress, tuple[trio.Event, list[bytes]]] = {}
+        self._neighbour_replies = 0
         self._background = False
         self._tx_errors = 0
         self._trace_depth = trace_depth
@@ -985,7 +1003,7 @@ class Engine:
         local: tuple[str, int],
         remote: tuple[str, int | None],
         local_mac: str | bytes,
-        remote_mac: str | bytes,
+        remote_mac: str | bytes | None,
         window: int | None = None,
         mss: int | None = DEFAULT_MSS,
         isn: int | None = None,
@@ -1045,9 +1063,13 @@ class Engine:
             local_ip=local_ip,
             remote_ip=remote_ip,
             local_mac=parse_mac(local_mac),
-            remote_mac=parse_mac(remote_mac),
+            remote_mac=parse_mac(remote_mac) if remote_mac is not None else _UNKNOWN_MAC,
             label=f"c{self._label_seq} ",
         )
+        if remote_mac is None and mode is Mode.CLIENT:
+            raise UsageError(
+                "a CLIENT connection needs remote_mac; find it with await engine.resolve(remote ip, ...)"
+            )
         if remote_port is None:
             key = listen_key(local_ip, local_port)
             table = self._listeners
@@ -1064,6 +1086,7 @@ class Engine:
         self._all.add(conn)
         self.recent.append(conn)
         self._addr_refs[local_ip] += 1
+        self._maybe_answer(local_ip, conn.local_mac)
         self._update_filter()
         if mode is Mode.CLIENT:
             self._send_segment(conn, core.syn(trio.current_time()))
@@ -1109,6 +1132,7 @@ class Engine:
         )
         self._auto[key] = lst
         self._addr_refs[local_ip] += 1
+        self._maybe_answer(local_ip, lst.local_mac)
         self._update_filter()
         return lst
 
@@ -1129,6 +1153,7 @@ class Engine:
             frames_truncated=getattr(self._link, "truncated", 0),
             faults=MappingProxyType(dict(self._faults)),
             tx_errors=self._tx_errors,
+            neighbour_replies=self._neighbour_replies,
         )
 
     async def aclose(self) -> None:
@@ -1185,9 +1210,89 @@ class Engine:
 
     def _update_filter(self) -> None:
         addrs = frozenset(self._addr_refs)
-        if addrs != self._filtered:  # re-attach only when the address set changes
-            self._link.set_filter(_bpf.tcp_to_addresses(addrs))
-            self._filtered = addrs
+        neighbours = frozenset(self._neighbour_macs) | frozenset(self._resolving)
+        if (addrs, neighbours) != self._filtered:  # re-attach only when a set changes
+            self._link.set_filter(_bpf.tcp_to_addresses(addrs, neighbours))
+            self._filtered = (addrs, neighbours)
+
+    def _maybe_answer(self, addr: IPAddress, mac: bytes) -> None:
+        answer = self.answer_neighbours
+        if answer is None:  # by default: for addresses no host of this namespace owns
+            answer = addr not in self._owned
+        if answer and addr not in self._neighbour_macs:
+            self._neighbour_macs[addr] = mac
+            self._update_filter()
+
+    async def resolve(
+        self,
+        ip: str | IPAddress,
+        *,
+        local_ip: str | IPAddress,
+        local_mac: str | bytes,
+        timeout: float = 1.0,
+        attempts: int = 3,
+    ) -> str:
+        """The MAC of ``ip``, asked for with ARP (IPv4) or a neighbour solicitation (IPv6)
+        sent from ``local_ip``/``local_mac``; ``attempts`` questions ``timeout`` s apart."""
+        self._check_running("resolve")
+        target, source, mac = _addr(ip, "resolve"), _addr(local_ip, "local_ip"), parse_mac(local_mac)
+        if target.version != source.version:
+            raise UsageError(f"resolve: {target} and {source} differ in IP version")
+        event, answer = trio.Event(), []
+        self._resolving[source] = (event, answer)
+        self._update_filter()
+        try:
+            for _ in range(attempts):
+                if target.version == 4:
+                    frame = neighbour.arp_request(mac, source, target)
+                else:
+                    frame = neighbour.neighbour_solicitation(mac, source, target)  # type: ignore[arg-type]
+                self._transmit([frame])
+                with trio.move_on_after(timeout):
+                    while True:
+                        await event.wait()
+                        if answer and answer[0][0] == target:
+                            return format_mac(answer[0][1])
+                        event = trio.Event()
+                        self._resolving[source] = (event, answer)
+                        answer.clear()
+        finally:
+            del self._resolving[source]
+            if not self._closed:
+                self._update_filter()
+        raise TcpemuTimeoutError(
+            f"resolve: no answer for {target} after {attempts} questions {timeout} s apart"
+        )
+
+    def _neighbour(self, frame: bytes) -> None:
+        """An ARP or NDP frame the filter let through: answer it, or take it as an answer."""
+        try:
+            msg = neighbour.parse_neighbour_untrusted(frame)
+        except MalformedFrameError as exc:
+            self._malformed[exc.reason] += 1
+            return
+        if msg is None:
+            self._unmatched += 1
+            return
+        if msg.request:
+            mac = self._neighbour_macs.get(msg.target)
+            if mac is None:
+                self._unmatched += 1
+                return
+            if msg.target.version == 4:
+                reply = neighbour.arp_reply(mac, msg.target, msg.sender_mac, msg.sender_ip)
+            else:
+                reply = neighbour.neighbour_advertisement(mac, msg.target, msg.sender_mac, msg.sender_ip)  # type: ignore[arg-type]
+            self._neighbour_replies += 1
+            if self._outbox is not None:
+                self._outbox.append(reply)
+            else:
+                self._transmit([reply])
+            return
+        for source, (event, answer) in self._resolving.items():
+            if source.version == msg.target.version:
+                answer.append((msg.target, msg.sender_mac))
+                event.set()
 
     def _payload_room(self, conn: Connection, options: list[TcpOption] | tuple[TcpOption, ...] | None) -> int:
         ip_header = 20 if conn.local_ip.version == 4 else 40
@@ -1269,6 +1374,11 @@ class Engine:
     def _dispatch(self, frame: bytes, now: float, replay: bool = False) -> Connection | None:
         if not replay:
             self._frames_received += 1
+        if frame[12:14] == b"\x08\x06" or (
+            frame[12:14] == b"\x86\xdd" and len(frame) > 20 and frame[20] == 58
+        ):
+            self._neighbour(frame)
+            return None
         try:
             fkey, lkey, start, end = classify_untrusted(frame)
             conn = self._conns.get(fkey)
@@ -1292,6 +1402,8 @@ class Engine:
             del self._listeners[lkey]
             self._conns[fkey] = conn
             conn._key = (self._conns, fkey)
+        if conn.remote_mac is _UNKNOWN_MAC:
+            conn._learn_mac(frame[6:12])
         faults = conn.faults_in or self.faults_in
         if faults.any and not replay:
             action, hold = self._injector.decide(faults)
@@ -1507,6 +1619,7 @@ async def open_engine(
     rto: float = 0.2,
     faults_out: Faults | None = None,
     faults_in: Faults | None = None,
+    answer_neighbours: bool | None = None,
 ) -> AsyncIterator[Engine]:
     """Open a packet socket on ``ifname`` (inside namespace ``netns``) and run its pump.
 
@@ -1516,6 +1629,7 @@ async def open_engine(
     ``random.Random(seed)``.  On exit the pump stops and the socket closes;
     connections are destroyed without sending anything.
     """
+    made_link = link is None
     if link is None:
         if ifname is None:
             raise UsageError("open_engine needs an interface name (or link=)")
@@ -1525,6 +1639,10 @@ async def open_engine(
     if busy_poll < 0:
         raise UsageError(f"busy_poll must be >= 0 seconds, got {busy_poll}")
     writer = _capture_writer(capture, ifname or "link")
+    owned: frozenset[IPAddress] = frozenset()
+    if answer_neighbours is None and made_link and netns is not None:
+        # a host of this namespace answers for its own addresses: leave those to it
+        owned = frozenset(await trio.to_thread.run_sync(net.addresses, netns))
     engine = Engine(
         link,
         rng=rng,
@@ -1537,6 +1655,8 @@ async def open_engine(
         rto=rto,
         faults_out=faults_out,
         faults_in=faults_in,
+        answer_neighbours=answer_neighbours,
+        owned_addresses=owned,
     )
     if TEST_REGISTRY is not None:
         TEST_REGISTRY.append(engine)

@@ -30,6 +30,7 @@ __all__ = [
     "add_address",
     "link_up",
     "add_route",
+    "addresses",
     "link_mac",
     "link_exists",
     "neighbour_replace",
@@ -82,6 +83,12 @@ def add_address(ns_name: str, ifname: str, ip: IPAddress, prefixlen: int) -> Non
 def add_route(ns_name: str, dst: ipaddress.IPv4Network | ipaddress.IPv6Network, gateway: IPAddress) -> None:
     with NetNS(ns_name) as ns:
         ns.route("add", dst=str(dst), gateway=str(gateway))
+
+
+def addresses(ns_name: str) -> list[IPAddress]:
+    """Every IP address configured in a namespace (all interfaces)."""
+    with NetNS(ns_name) as ns:
+        return [ipaddress.ip_address(a.get("IFA_ADDRESS")) for a in ns.get_addr()]
 
 
 def link_up(ns_name: str, ifname: str) -> None:

@@ -35,6 +35,8 @@ KNOWN_REASONS = {
     "ip-fragment",
     "tcp-data-offset",
     "tcp-option",
+    "arp",
+    "ndp",
 }
 
 
