@@ -145,6 +145,7 @@ class Connection:
         self._simopen_answered = False
         self._listener: Listener | None = None
         self._key: tuple[dict[bytes, Connection], bytes] | None = None
+        self._resolve_first = False
         # (time, ">" or "<" or "!", Segment | Message | str): formatted only when asked
         self._trace: deque[tuple[float, str, object]] = deque(maxlen=engine._trace_depth)
         self._traced_state = core.state
@@ -362,6 +363,15 @@ class Connection:
         """
         what = "wait_open"
         core = self.core
+        if self._resolve_first:
+            # CLIENT without remote_mac: find the peer's MAC, then send the SYN
+            with trio.fail_after(timeout if timeout is not None else math.inf):
+                mac = await self._engine.resolve(
+                    self.remote_ip, local_ip=self.local_ip, local_mac=self.local_mac
+                )
+            self._learn_mac(parse_mac(mac))
+            self._resolve_first = False
+            self._transmit(core.syn(trio.current_time()))
 
         def step() -> bool | None:
             self._check_rst(what)
@@ -1018,6 +1028,9 @@ class Engine:
         CLIENT mode sends its SYN at once; SERVER mode sends nothing until
         :meth:`Connection.wait_open`.  In SERVER mode ``remote`` may have
         port None: the first SYN from the remote address binds it.
+        ``remote_mac=None``: a SERVER connection learns it from the peer's
+        SYN; a CLIENT one finds it with ARP/NDP in ``wait_open`` and sends its
+        SYN then.
         ``window`` (default 65535) is what we advertise, ``mss`` the MSS
         option of our SYN (None: no option), ``isn`` our initial sequence
         number (default: drawn from the engine's random source),
@@ -1066,10 +1079,6 @@ class Engine:
             remote_mac=parse_mac(remote_mac) if remote_mac is not None else _UNKNOWN_MAC,
             label=f"c{self._label_seq} ",
         )
-        if remote_mac is None and mode is Mode.CLIENT:
-            raise UsageError(
-                "a CLIENT connection needs remote_mac; find it with await engine.resolve(remote ip, ...)"
-            )
         if remote_port is None:
             key = listen_key(local_ip, local_port)
             table = self._listeners
@@ -1089,7 +1098,10 @@ class Engine:
         self._maybe_answer(local_ip, conn.local_mac)
         self._update_filter()
         if mode is Mode.CLIENT:
-            self._send_segment(conn, core.syn(trio.current_time()))
+            if remote_mac is None:
+                conn._resolve_first = True  # wait_open finds the MAC, then sends the SYN
+            else:
+                self._send_segment(conn, core.syn(trio.current_time()))
         return conn
 
     def listen(

@@ -46,6 +46,7 @@ async def test_iut_without_static_entries_connects_to_and_is_connected_from_the_
             # the emulator connects: it asks for the IUT's MAC itself
             mac = await engine.resolve(lab.iut.address(ipv), local_ip=emu_ip, local_mac=lab.alien_mac)
             assert mac == lab.iut.mac
+            # and a CLIENT connection given no MAC finds it by itself in wait_open
             listener = await lab.iut.socket(family(ipv))
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             await listener.bind((str(lab.iut.address(ipv)), 30000))
@@ -55,9 +56,10 @@ async def test_iut_without_static_entries_connects_to_and_is_connected_from_the_
                 local=(str(emu_ip), 20001),
                 remote=(str(lab.iut.address(ipv)), 30000),
                 local_mac=lab.alien_mac,
-                remote_mac=mac,
+                remote_mac=None,
             )
             await client.wait_open(timeout=5)
+            assert client.remote_mac == bytes.fromhex(mac.replace(":", ""))
             with trio.fail_after(5):
                 accepted, peer = await listener.accept()
             assert peer[0] == str(emu_ip)
@@ -78,13 +80,15 @@ async def test_the_engine_leaves_owned_addresses_to_their_host():
             remote_mac=None,
         )
         assert not engine._neighbour_macs
-        with pytest.raises(tcpemu.UsageError, match="CLIENT connection needs remote_mac"):
-            engine.connection(
-                tcpemu.CLIENT,
-                local=(str(lab.tst.ip), 1),
-                remote=(str(lab.iut.ip), 2),
-                local_mac=lab.alien_mac,
-                remote_mac=None,
-            )
+        nobody = engine.connection(
+            tcpemu.CLIENT,
+            local=(str(lab.tst.ip), 1),
+            remote=("198.18.0.78", 2),  # no host has it: wait_open cannot find a MAC
+            local_mac=lab.alien_mac,
+            remote_mac=None,
+        )
+        assert engine.statistics().frames_sent == 0  # no SYN before the MAC is known
+        with pytest.raises(tcpemu.TcpemuTimeoutError, match=r"no answer for 198\.18\.0\.78"):
+            await nobody.wait_open(timeout=10)
         with pytest.raises(tcpemu.TcpemuTimeoutError, match=r"no answer for 198\.18\.0\.77"):
             await engine.resolve("198.18.0.77", local_ip="198.18.0.5", local_mac=lab.alien_mac, timeout=0.2)
