@@ -413,7 +413,8 @@ class ConnectionCore:
         self.last_tsval_sent: int | None = None
         self.last_tsecr_sent: int | None = None
         self.ts_recent: int | None = None  # the value we echo (RFC 7323 TS.Recent)
-        self._unacked: deque[Segment] = deque()
+        # a deque costs ~600 bytes: only reliable connections get one
+        self._unacked: deque[Segment] | tuple[()] = deque() if reliable else ()
         self._rto_deadline: float | None = None
         self._backoff = 1
         self._now = 0.0
@@ -807,6 +808,8 @@ class ConnectionCore:
         if self.reliable and advance and seg.seq_len:
             if now is None:
                 raise UsageError("a reliable connection needs now= to send what it will retransmit")
+            if not isinstance(self._unacked, deque):
+                self._unacked = deque()  # reliable switched on after creation
             self._unacked.append(seg)
             if self._rto_deadline is None:
                 self._rto_deadline = now + self.rto * self._backoff
@@ -959,7 +962,7 @@ class ConnectionCore:
 
     def _acked_up_to(self, ack: int) -> None:
         q = self._unacked
-        while q and seq_diff(seq_add(q[0].seq, q[0].seq_len), ack) <= 0:
+        while isinstance(q, deque) and q and seq_diff(seq_add(q[0].seq, q[0].seq_len), ack) <= 0:
             q.popleft()
         self._backoff = 1
         self._rto_deadline = self._now + self.rto if q else None
