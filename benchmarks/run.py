@@ -16,7 +16,6 @@ import os
 import pathlib
 import platform
 import random
-import resource
 import socket
 import statistics
 import subprocess
@@ -35,6 +34,7 @@ from tcpemu._io import PacketLink, PacketRing
 from tcpemu._netns import run_in_netns
 from tcpemu.capture import PcapngWriter
 from tcpemu.lab import Direction, Lab, open_lab
+from tcpemu.soak import rss_bytes
 from tcpemu.wire import Frame, Segment, build_frame, parse_mac
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -84,11 +84,6 @@ class Result:
             "max": max(self.runs, default=float("nan")),
             "note": self.note,
         }
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
 
 
 def peer(netns: str, *args: object, stdin: int | None = None) -> subprocess.Popen[str]:

@@ -425,17 +425,20 @@ class Connection:
             return self.core.pop_message_nowait(skip_retransmits=skip_retransmits)
 
         msg = await self._wait(what, timeout, ready)
-        if ack and msg.seq_len and not msg.flags & TcpFlags.RST:
-            self._transmit(self.core.ack_now())
+        self._ack_read(msg, ack)
         return msg
 
     def recv_msg_nowait(self, *, ack: bool = True, skip_retransmits: bool = False) -> Message:
         """Like :meth:`recv_msg`, raising :class:`~tcpemu.WouldBlock` when nothing is queued."""
         self._check_usable("recv_msg_nowait")
         msg = self.core.pop_message_nowait(skip_retransmits=skip_retransmits)
+        self._ack_read(msg, ack)
+        return msg
+
+    def _ack_read(self, msg: Message, ack: bool) -> None:
+        """recv_msg's ACK: for what takes sequence space, never for a RST or a pure ACK."""
         if ack and msg.seq_len and not msg.flags & TcpFlags.RST:
             self._transmit(self.core.ack_now())
-        return msg
 
     async def recv_data(self, idle: float, *, ack: bool = True, timeout: float | None = None) -> bytes:
         """All payload the peer sends, in order, until it is idle for ``idle`` s or sends FIN.
@@ -571,8 +574,9 @@ class Connection:
         frames = []
         for spec in [specs] if isinstance(specs, SegmentSpec) else specs:
             frame = spec.encode(self)
-            self.core._record_sent(spec.as_segment(self), advance=False)
-            self._trace.append((trio.current_time() - self._engine._t0, ">", spec.as_segment(self)))
+            seg = spec.as_segment(self)
+            self.core._record_sent(seg, advance=False)
+            self._trace.append((trio.current_time() - self._engine._t0, ">", seg))
             self._engine._transmit([frame])
             frames.append(frame)
         await trio.lowlevel.checkpoint()
@@ -759,6 +763,12 @@ class SegmentSpec:
         return data
 
 
+def _neighbour_frame(frame: bytes) -> bool:
+    """ARP, or IPv6 carrying ICMPv6 (neighbour discovery lives there)."""
+    ethertype = frame[12:14]
+    return ethertype == b"\x08\x06" or (ethertype == b"\x86\xdd" and frame[20] == 58)
+
+
 _UNKNOWN_MAC: Final = bytes(6)  # remote_mac to be learnt from the peer's first frame
 
 _AFTER_OPEN: Final = frozenset(
@@ -863,11 +873,7 @@ class Listener:
             label=f"c{engine._label_seq} ",
         )
         conn._listener = self
-        engine._conns[fkey] = conn
-        conn._key = (engine._conns, fkey)
-        engine._all.add(conn)
-        engine.recent.append(conn)
-        engine._addr_refs[self.local_ip] += 1
+        engine._register(conn, engine._conns, fkey)  # the listener's address is in the filter already
         self._handshaking.add(conn)
         return conn
 
@@ -1090,11 +1096,7 @@ class Engine:
                 f"a connection for local {local_ip}:{local_port}, remote "
                 f"{remote_ip}:{remote_port if remote_port is not None else '*'} exists already"
             )
-        table[key] = conn
-        conn._key = (table, key)
-        self._all.add(conn)
-        self.recent.append(conn)
-        self._addr_refs[local_ip] += 1
+        self._register(conn, table, key)
         self._maybe_answer(local_ip, conn.local_mac)
         self._update_filter()
         if mode is Mode.CLIENT:
@@ -1202,6 +1204,14 @@ class Engine:
         self._link.close()
         if self.capture is not None:
             self.capture.close()
+
+    def _register(self, conn: Connection, table: dict[bytes, Connection], key: bytes) -> None:
+        """Make ``conn`` the pump's target for ``key``; the counterpart of :meth:`_unregister`."""
+        table[key] = conn
+        conn._key = (table, key)
+        self._all.add(conn)
+        self.recent.append(conn)
+        self._addr_refs[conn.local_ip] += 1
 
     def _unregister(self, conn: Connection) -> None:
         if conn._key is not None:
@@ -1386,11 +1396,6 @@ class Engine:
     def _dispatch(self, frame: bytes, now: float, replay: bool = False) -> Connection | None:
         if not replay:
             self._frames_received += 1
-        if frame[12:14] == b"\x08\x06" or (
-            frame[12:14] == b"\x86\xdd" and len(frame) > 20 and frame[20] == 58
-        ):
-            self._neighbour(frame)
-            return None
         try:
             fkey, lkey, start, end = classify_untrusted(frame)
             conn = self._conns.get(fkey)
@@ -1406,6 +1411,12 @@ class Engine:
                     return None
             seg = parse_tcp_untrusted(frame, start, end)
         except MalformedFrameError as exc:
+            # ARP and ICMPv6 are "not TCP" to the classifier: the filter only
+            # lets neighbour frames for our addresses through, so look there
+            # rather than test every TCP frame for them
+            if exc.reason in ("not-ip", "not-tcp") and _neighbour_frame(frame):
+                self._neighbour(frame)
+                return None
             self._malformed[exc.reason] += 1
             log.debug("%s: %s", self.name, exc)
             return None

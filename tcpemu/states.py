@@ -29,7 +29,7 @@ import random
 import re
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
@@ -329,17 +329,6 @@ class StateDriver:
         self._sockets.append(sock)
         return sock
 
-    async def _until(self, what: str, check: Callable[[], Awaitable[bool] | bool]) -> None:
-        with trio.move_on_after(self.move_timeout):
-            while True:
-                result = check()
-                if not isinstance(result, bool):
-                    result = await result
-                if result:
-                    return
-                await trio.sleep(0.005)
-        raise TcpemuTimeoutError(f"{what} not seen within {self.move_timeout} s")
-
     async def _emu_fin_got(self) -> None:
         await self.conn.wait_until(lambda c: c.fin_got, timeout=self.move_timeout, what="the IUT's FIN")
 
@@ -512,7 +501,7 @@ class StateDriver:
         tester = self._tester_socket()
         await self._break(Direction.TST_TO_IUT)
         await self._repair(Direction.IUT_TO_TST)
-        await self._until("the tester in CLOSE_WAIT", lambda: tcp_state(tester) is S.CLOSE_WAIT)
+        await wait_tcp_state(tester, S.CLOSE_WAIT, timeout=self.move_timeout)
         tester.shutdown(socket.SHUT_WR)
         await self._repair(Direction.TST_TO_IUT)
 

@@ -99,20 +99,34 @@ def tcp_state(sock: _HasGetsockopt) -> TcpState:
     return tcp_info(sock).state
 
 
+async def _poll(
+    sock: _HasGetsockopt, predicate: Callable[[TcpInfo], bool], timeout: float, interval: float
+) -> tuple[TcpInfo, bool]:
+    """TCP_INFO read every ``interval`` s until ``predicate`` holds (True) or ``timeout`` passes (False)."""
+    info = tcp_info(sock)
+    with trio.move_on_after(timeout):
+        while not predicate(info):
+            await trio.sleep(interval)
+            info = tcp_info(sock)
+        return info, True
+    return info, False
+
+
 async def wait_tcp_state(
     sock: _HasGetsockopt, state: TcpState | str, *, timeout: float, interval: float = 0.001
 ) -> TcpInfo:
     """Return TCP_INFO once the socket is in ``state``; TcpemuTimeoutError after ``timeout`` s."""
     want = TcpState.parse(state) if isinstance(state, str) else state
     seen: list[TcpState] = []
-    with trio.move_on_after(timeout):
-        while True:
-            info = tcp_info(sock)
-            if not seen or seen[-1] is not info.state:
-                seen.append(info.state)
-            if info.state is want:
-                return info
-            await trio.sleep(interval)
+
+    def reached(info: TcpInfo) -> bool:
+        if not seen or seen[-1] is not info.state:
+            seen.append(info.state)
+        return info.state is want
+
+    info, ok = await _poll(sock, reached, timeout, interval)
+    if ok:
+        return info
     raise TcpemuTimeoutError(
         f"socket not in {want.name} within {timeout} s; states seen: " + " -> ".join(s.name for s in seen)
     )
@@ -127,10 +141,7 @@ async def wait_tcp_info(
     interval: float = 0.001,
 ) -> TcpInfo:
     """Return TCP_INFO once ``predicate(info)`` holds; TcpemuTimeoutError after ``timeout`` s."""
-    info = tcp_info(sock)
-    with trio.move_on_after(timeout):
-        while not predicate(info):
-            await trio.sleep(interval)
-            info = tcp_info(sock)
+    info, ok = await _poll(sock, predicate, timeout, interval)
+    if ok:
         return info
     raise TcpemuTimeoutError(f"TCP_INFO {what} not seen within {timeout} s; last: {info}")
