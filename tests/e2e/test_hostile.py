@@ -91,7 +91,11 @@ async def test_syn_flood_at_a_server_connection(tcpemu_lab, tcpemu_engine):
     conn, iut = await open_emulated_server(tcpemu_engine, lab)
     sent_before = tcpemu_engine.statistics().frames_sent
     unmatched_before = tcpemu_engine.statistics().frames_unmatched
-    flood = [Segment(port, EMU_PORT, port * 7, 0, TcpFlags.SYN, 1000) for port in range(40000, 45000)]
+    # SYNs from 5,000 other ports (the IUT's own ephemeral port may fall in the
+    # range: that one would belong to the established connection)
+    iut_port = iut.getsockname()[1]
+    ports = [p for p in range(40000, 45001) if p != iut_port][:5000]
+    flood = [Segment(port, EMU_PORT, port * 7, 0, TcpFlags.SYN, 1000) for port in ports]
     await blast(lab, iut_frames(lab, flood))
     # a segment of the real connection, sent after the flood on the same
     # link, arrives after it: once it is here the flood has been counted
