@@ -11,6 +11,10 @@ python benchmarks/_peers.py NETNS sink HOST PORT
     accept one connection and read until EOF; prints the bytes read
 python benchmarks/_peers.py NETNS scapy-responder IFACE PORT COUNT
     answer COUNT SYNs to PORT with scapy-built SYN-ACKs
+python benchmarks/_peers.py NETNS raw-responder IFACE PORT COUNT MAC
+    answer COUNT SYNs to PORT as MAC with the least Python can do: a raw
+    socket, poll(), a fixed-offset look and a template-built SYN-ACK; no
+    trio, no connection state (the floor for any Python responder)
 """
 
 from __future__ import annotations
@@ -120,6 +124,41 @@ def scapy_responder(iface: str, port: int, count: int) -> None:
     sock.close()
 
 
+def raw_responder(iface: str, port: int, count: int, mac: str) -> None:
+    import ipaddress
+
+    from tcpemu.wire import FLAGS, FrameTemplate, Segment, parse_mac
+
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+    sock.bind((iface, 0))
+    own = parse_mac(mac)
+    poll = select.poll()
+    poll.register(sock, select.POLLIN)
+    print("ready", flush=True)
+    templates: dict[bytes, FrameTemplate] = {}
+    answered = 0
+    deadline = time.monotonic() + 120
+    syn_ack = FLAGS[0x12]
+    while answered < count and time.monotonic() < deadline:
+        if not poll.poll(1000):
+            continue
+        frame = sock.recv(2048)
+        # IPv4, no IP options, TCP, to our port, SYN alone
+        if frame[23] != 6 or frame[14] != 0x45 or frame[36:38] != port.to_bytes(2, "big"):
+            continue
+        if frame[47] & 0x17 != 0x02:
+            continue
+        key = frame[6:12] + frame[26:34]
+        tpl = templates.get(key)
+        if tpl is None:
+            src, dst = ipaddress.ip_address(frame[26:30]), ipaddress.ip_address(frame[30:34])
+            tpl = templates[key] = FrameTemplate(own, frame[6:12], dst, src)
+        sport, seq = struct.unpack_from("!H2xI", frame, 34)
+        sock.send(tpl.build(Segment(port, sport, 1000, (seq + 1) % 2**32, syn_ack, 65535)))
+        answered += 1
+    sock.close()
+
+
 def main() -> None:
     netns, cmd, *args = sys.argv[1:]
     enter_netns(netns)
@@ -131,6 +170,8 @@ def main() -> None:
         many(args[0], int(args[1]), int(args[2]))
     elif cmd == "sink":
         sink(args[0], int(args[1]))
+    elif cmd == "raw-responder":
+        raw_responder(args[0], int(args[1]), int(args[2]), args[3])
     elif cmd == "scapy-responder":
         scapy_responder(args[0], int(args[1]), int(args[2]))
     else:

@@ -95,14 +95,15 @@ def peer(netns: str, *args: object, stdin: int | None = None) -> subprocess.Pope
     )
 
 
-def ack_frames(lab: Lab, n: int) -> list[bytes]:
-    """n in-order pure ACKs from the IUT's port 40000 to the tester's 20000."""
+def ack_frames(lab: Lab, n: int, *, syn: bool = True) -> list[bytes]:
+    """The IUT's SYN (seq 1000) to the tester's port 20000, then n in-order pure
+    ACKs (seq 1001).  syn=False: the ACKs alone, so that every one is
+    unexpected (no SYN seen) and takes the full parse path."""
     iut_mac, tst_mac = parse_mac(lab.iut.mac), parse_mac(lab.tst.mac)
+    first = [Segment(40000, 20000, 1000, 0, TcpFlags.SYN, 500)] if syn else []
     return [
-        build_frame(
-            Frame(iut_mac, tst_mac, lab.iut.ip, lab.tst.ip, Segment(40000, 20000, 1001, i, TcpFlags.ACK, 500))
-        )
-        for i in range(n)
+        build_frame(Frame(iut_mac, tst_mac, lab.iut.ip, lab.tst.ip, seg))
+        for seg in first + [Segment(40000, 20000, 1001, i, TcpFlags.ACK, 500) for i in range(n - len(first))]
     ]
 
 
@@ -123,7 +124,10 @@ async def bench_pump(lab: Lab, size: Size, use_scapy: bool) -> list[Result]:
     frames = ack_frames(lab, n)
     filt = tcpemu._bpf.tcp_to_addresses([lab.tst.ip])
     emu = Result("pump: tcpemu classify+dispatch (ring)", "frames/s")
+    emu.note = "in-order segments: header prediction"
     captured = Result("pump: tcpemu with pcapng capture", "frames/s")
+    full = Result("pump: tcpemu, every segment unexpected", "frames/s")
+    full.note = "no SYN seen: classify, full parse, core"
     bare = Result("pump: bare recv_into loop", "frames/s")
     scapy_r = Result("pump: scapy sniff", "frames/s")
     # bare loop: the socket is filled first, then drained
@@ -145,12 +149,17 @@ async def bench_pump(lab: Lab, size: Size, use_scapy: bool) -> list[Result]:
         bare.note = f"only {got} of {n} frames queued (kernel drops {link.kernel_drops()})"
     link.close()
 
-    for result, capture in ((emu, None), (captured, os.path.join(tempfile.mkdtemp(), "pump.pcapng"))):
+    runs = (
+        (emu, None, frames),
+        (captured, os.path.join(tempfile.mkdtemp(), "pump.pcapng"), frames),
+        (full, None, ack_frames(lab, n, syn=False)),
+    )
+    for result, capture, load in runs:
         ring = await trio.to_thread.run_sync(
             lambda: PacketRing(lab.tst.ifname, lab.tst.netns, frame_size=256, frame_nr=n + 1024)
         )
         ring.set_filter(filt)
-        await trio.to_thread.run_sync(blast, lab, frames)
+        await trio.to_thread.run_sync(blast, lab, load)
         drops = ring.kernel_drops()
         # The engine is put together by hand so that the connection exists
         # before the pump takes its first frame from the filled ring.
@@ -172,14 +181,17 @@ async def bench_pump(lab: Lab, size: Size, use_scapy: bool) -> list[Result]:
             )
             result.runs.append((n - drops) / (time.perf_counter() - t0))
             nursery.cancel_scope.cancel()
+        st = conn.statistics()
         engine._close_now()
+        if (st.unexpected_seen == 0) != (load is frames):
+            raise RuntimeError(f"pump: {st.unexpected_seen} unexpected segments in the {result.name!r} run")
         if capture:
             os.unlink(capture)
         if drops:
             result.note = f"kernel dropped {drops} while filling"
     if use_scapy:
         scapy_r.runs.append(await scapy_sniff_rate(lab, size.scapy_frames))
-    return [emu, captured, bare, scapy_r] if use_scapy else [emu, captured, bare]
+    return [emu, captured, full, bare, scapy_r] if use_scapy else [emu, captured, full, bare]
 
 
 async def scapy_sniff_rate(lab: Lab, n: int) -> float:
@@ -205,7 +217,7 @@ async def scapy_sniff_rate(lab: Lab, n: int) -> float:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(trio.to_thread.run_sync, run)
         await trio.to_thread.run_sync(started.wait, 10)
-        await trio.to_thread.run_sync(blast, lab, ack_frames(lab, n))
+        await trio.to_thread.run_sync(blast, lab, ack_frames(lab, n, syn=False))
     if len(stamps) < 2:
         return 0.0
     return (len(stamps) - 1) / (stamps[-1] - stamps[0])
@@ -230,7 +242,16 @@ async def bench_latency(lab: Lab, size: Size, use_scapy: bool) -> list[Result]:
     tst_ip = str(lab.tst.ip)
     res = {
         k: Result(f"connect() {k}", "us")
-        for k in ("emulated p50", "emulated p99", "kernel p50", "kernel p99", "scapy p50", "scapy p99")
+        for k in (
+            "emulated p50",
+            "emulated p99",
+            "kernel p50",
+            "kernel p99",
+            "minimal Python responder p50",
+            "minimal Python responder p99",
+            "scapy p50",
+            "scapy p99",
+        )
     }
     async with tcpemu.open_engine(lab.tst.ifname, netns=lab.tst.netns, seed=2) as engine:
         listener = engine.listen((tst_ip, 20000), local_mac=lab.alien_mac, backlog=size.connects + 10)
@@ -259,6 +280,19 @@ async def bench_latency(lab: Lab, size: Size, use_scapy: bool) -> list[Result]:
         await lab.break_path(Direction.IUT_TO_TST)
     res["kernel p50"].runs.append(percentile(lat, 0.5) / 1000)
     res["kernel p99"].runs.append(percentile(lat, 0.99) / 1000)
+
+    # The floor for any responder written in Python on this machine: a bare
+    # loop answering SYNs (the IUT's connect() still waits for one wakeup
+    # of another process, which the kernel's own listener never needs).
+    responder = peer(lab.tst.netns, "raw-responder", lab.tst.ifname, 20003, size.connects, lab.alien_mac)
+    assert responder.stdout is not None
+    ready = await trio.to_thread.run_sync(responder.stdout.readline)
+    if ready.strip() != "ready":
+        raise RuntimeError(f"raw responder did not start: {ready!r}")
+    lat = json.loads(await collect(peer(lab.iut.netns, "connect", tst_ip, 20003, size.connects)))
+    await collect(responder)
+    res["minimal Python responder p50"].runs.append(percentile(lat, 0.5) / 1000)
+    res["minimal Python responder p99"].runs.append(percentile(lat, 0.99) / 1000)
 
     if use_scapy:
         responder = peer(lab.tst.netns, "scapy-responder", lab.tst.ifname, 20002, size.scapy_connects)
@@ -428,6 +462,13 @@ TARGETS = [
     ("pump vs scapy sniff", "pump: tcpemu classify+dispatch (ring)", "pump: scapy sniff", ">=", 100.0),
     ("connect p99 emulated / kernel", "connect() emulated p99", "connect() kernel p99", "<=", 2.0),
     ("connect p99 scapy / emulated", "connect() scapy p99", "connect() emulated p99", ">=", 20.0),
+    (
+        "connect p99 minimal Python responder / kernel (the floor, no target)",
+        "connect() minimal Python responder p99",
+        "connect() kernel p99",
+        "<=",
+        2.0,
+    ),
     ("bulk tcpemu / kernel", "bulk: kernel -> tcpemu recv_data", "bulk: kernel -> kernel", ">=", 0.25),
 ]
 

@@ -57,9 +57,11 @@ from .core import (
 )
 from .faults import NO_FAULTS, FaultAction, FaultInjector, Faults
 from .wire import (
+    PREDICTED_TCP_START,
     Frame,
     FrameTemplate,
     IPAddress,
+    PredictedFields,
     Segment,
     TcpFlags,
     TcpOption,
@@ -71,6 +73,7 @@ from .wire import (
     listen_key,
     parse_mac,
     parse_tcp_untrusted,
+    predict_ipv4_untrusted,
 )
 
 __all__ = ["Engine", "Connection", "EngineStatistics", "Listener", "ListenerStatistics", "open_engine"]
@@ -103,6 +106,8 @@ class EngineStatistics:
     """Frames the pump or the timers could not send (too long for the MTU), logged as errors."""
     neighbour_replies: int
     """ARP replies and neighbour advertisements sent for emulated addresses."""
+    frames_predicted: int
+    """Frames taken by header prediction: straight from the header to the core, no full parse."""
 
 
 def _addr(value: object, what: str) -> IPAddress:
@@ -138,7 +143,7 @@ class Connection:
         self.local_mac = local_mac
         self.remote_mac = remote_mac
         self.label = label
-        self._template = FrameTemplate(local_mac, remote_mac, local_ip, remote_ip)
+        self._template = engine._template(local_mac, remote_mac, local_ip, remote_ip)
         self._changed = trio.Event()
         self._closed = False
         self._last_msg: Message | None = None
@@ -278,7 +283,7 @@ class Connection:
     def _learn_mac(self, mac: bytes) -> None:
         """remote_mac was not given: the peer's first frame tells it."""
         self.remote_mac = mac
-        self._template = FrameTemplate(self.local_mac, mac, self.local_ip, self.remote_ip)
+        self._template = self._engine._template(self.local_mac, mac, self.local_ip, self.remote_ip)
         self._event(f"remote MAC learnt from the peer: {format_mac(mac)}")
 
     def _note_state(self) -> None:
@@ -877,12 +882,12 @@ class Listener:
         self._handshaking.add(conn)
         return conn
 
-    def _progress(self, conn: Connection) -> None:
+    def _progress(self, conn: Connection, now: float) -> None:
         """After each segment of a connection still in this listener."""
         core = conn.core
         if core.syn_got and not core.syn_sent:
             if self.auto_open:
-                conn._transmit(core.syn_ack(trio.current_time()))
+                conn._transmit(core.syn_ack(now))
             else:
                 self._wake()  # accept() hands it out unanswered
                 return
@@ -999,9 +1004,11 @@ class Engine:
         self._addr_refs: Counter[IPAddress] = Counter()  # who needs each address in the filter
         self._filtered: frozenset[IPAddress] | None = None
         self._outbox: list[bytes] | None = None
+        self._templates: dict[tuple[bytes, bytes, IPAddress, IPAddress], FrameTemplate] = {}
         self._tx_batches = 0
         self._busy_poll = busy_poll
         self._frames_received = 0
+        self._predicted_count = 0
         self._frames_sent = 0
         self._unmatched = 0
         self._malformed: Counter[str] = Counter()
@@ -1168,6 +1175,7 @@ class Engine:
             faults=MappingProxyType(dict(self._faults)),
             tx_errors=self._tx_errors,
             neighbour_replies=self._neighbour_replies,
+            frames_predicted=self._predicted_count,
         )
 
     async def aclose(self) -> None:
@@ -1204,6 +1212,19 @@ class Engine:
         self._link.close()
         if self.capture is not None:
             self.capture.close()
+
+    def _template(
+        self, local_mac: bytes, remote_mac: bytes, local_ip: IPAddress, remote_ip: IPAddress
+    ) -> FrameTemplate:
+        """The header template of a flow; shared by connections between the same
+        hosts (a template never changes once made), bounded like a cache."""
+        key = (local_mac, remote_mac, local_ip, remote_ip)
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) >= 1024:
+                self._templates.clear()
+            template = self._templates[key] = FrameTemplate(local_mac, remote_mac, local_ip, remote_ip)
+        return template
 
     def _register(self, conn: Connection, table: dict[bytes, Connection], key: bytes) -> None:
         """Make ``conn`` the pump's target for ``key``; the counterpart of :meth:`_unregister`."""
@@ -1396,6 +1417,11 @@ class Engine:
     def _dispatch(self, frame: bytes, now: float, replay: bool = False) -> Connection | None:
         if not replay:
             self._frames_received += 1
+        fields = predict_ipv4_untrusted(frame)
+        if fields is not None:
+            conn = self._conns.get(fields[0])
+            if conn is not None:
+                return self._predicted(conn, fields, frame, now, replay)
         try:
             fkey, lkey, start, end = classify_untrusted(frame)
             conn = self._conns.get(fkey)
@@ -1425,6 +1451,35 @@ class Engine:
             del self._listeners[lkey]
             self._conns[fkey] = conn
             conn._key = (self._conns, fkey)
+        return self._deliver(conn, seg, frame, now, replay)
+
+    def _predicted(
+        self, conn: Connection, fields: PredictedFields, frame: bytes, now: float, replay: bool
+    ) -> Connection | None:
+        """Header prediction (as RFC 9293's model implementations and Linux
+        do): the common segment of a connection with nothing special about
+        it goes from its header fields straight to the core; the rest is
+        parsed and takes :meth:`_deliver`."""
+        _, seq, ack, flags, window, urgent, options, payload, end = fields
+        if (
+            conn._listener is None
+            and conn.remote_mac is not _UNKNOWN_MAC
+            and not (conn.faults_in or self.faults_in).any
+        ):
+            overflows = conn.core._counters.queue_overflows
+            msg = conn.core.receive_predicted(seq, ack, flags, window, urgent, options, payload, now)
+            if msg is not None:
+                self._predicted_count += 1
+                self._received(conn, msg, overflows, now)
+                if trace_log.isEnabledFor(logging.DEBUG):
+                    self._log_received(conn, parse_tcp_untrusted(frame, PREDICTED_TCP_START, end), msg, now)
+                return conn
+        return self._deliver(conn, parse_tcp_untrusted(frame, PREDICTED_TCP_START, end), frame, now, replay)
+
+    def _deliver(
+        self, conn: Connection, seg: Segment, frame: bytes, now: float, replay: bool
+    ) -> Connection | None:
+        """A parsed segment for ``conn``: faults, the core, then the listener's part."""
         if conn.remote_mac is _UNKNOWN_MAC:
             conn._learn_mac(frame[6:12])
         faults = conn.faults_in or self.faults_in
@@ -1442,29 +1497,37 @@ class Engine:
                     return None
         overflows = conn.core._counters.queue_overflows
         msg = conn.core.receive(seg, now)
+        self._received(conn, msg, overflows, now)
+        if conn._listener is not None:
+            conn._listener._progress(conn, now)
+        if trace_log.isEnabledFor(logging.DEBUG):
+            self._log_received(conn, seg, msg, now)
+        return conn
+
+    def _log_received(self, conn: Connection, seg: Segment, msg: Message, now: float) -> None:
+        trace_log.debug(
+            format_segment(
+                seg,
+                time=now - self._t0,
+                outgoing=False,
+                seq_base=conn.core.irs,
+                ack_base=conn.core.iss if conn.core.syn_sent else None,
+                label=conn.label,
+                note="" if msg.kind is SegmentKind.EXPECTED else msg.kind.value,
+            )
+        )
+
+    def _received(self, conn: Connection, msg: Message, overflows: int, now: float) -> None:
+        """The engine's part after the core took a segment: trace, state, overflow, timers."""
         conn._last_msg = msg
         conn._trace.append((now - self._t0, "<", msg))
-        if conn.core.state is not conn._traced_state:
+        core = conn.core
+        if core.state is not conn._traced_state:
             conn._note_state()
-        if conn.core._counters.queue_overflows != overflows:
-            conn._event(f"receive queue full: seq={seg.seq} not queued")
-        if conn.core.reliable:
-            self._kick_timers(conn.core.next_deadline())
-        if conn._listener is not None:
-            conn._listener._progress(conn)
-        if trace_log.isEnabledFor(logging.DEBUG):
-            trace_log.debug(
-                format_segment(
-                    seg,
-                    time=now - self._t0,
-                    outgoing=False,
-                    seq_base=conn.core.irs,
-                    ack_base=conn.core.iss if conn.core.syn_sent else None,
-                    label=conn.label,
-                    note="" if msg.kind.value == "expected" else msg.kind.value,
-                )
-            )
-        return conn
+        if core._counters.queue_overflows != overflows:
+            conn._event(f"receive queue full: seq={msg.seq} not queued")
+        if core.reliable:
+            self._kick_timers(core.next_deadline())
 
     def _hold(self, delay: float, direction: int, frame: bytes, conn: Connection) -> None:
         release = trio.current_time() + delay
@@ -1540,9 +1603,7 @@ class Engine:
                 if busy:
                     spin_until = time.perf_counter() + busy
                 if self.capture is not None:
-                    write = self.capture.write
-                    for frame in frames:
-                        write(frame, INBOUND)
+                    self.capture.write_batch(frames, INBOUND)
                 now = trio.current_time()
                 touched: set[Connection] = set()
                 self._outbox = outbox = []

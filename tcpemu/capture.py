@@ -110,22 +110,41 @@ class PcapngWriter:
 
     def write(self, frame: bytes, direction: int, ts_ns: int | None = None) -> None:
         """One frame; ``direction`` is INBOUND or OUTBOUND; ``ts_ns`` defaults to now."""
+        self._write([frame], direction, time.time_ns() if ts_ns is None else ts_ns)
+
+    def write_batch(self, frames: list[bytes], direction: int) -> None:
+        """Frames read together, in order, with one timestamp: the moment they were read."""
+        ts = time.time_ns()
+        if self.max_bytes is None:
+            self._write(frames, direction, ts)
+        else:
+            for frame in frames:  # rotation by size looks at every frame, as write() does
+                self._write([frame], direction, ts)
+
+    def _write(self, frames: list[bytes], direction: int, ts: int) -> None:
         if self._file is None:
             raise UsageError(f"capture {self.path} is closed")
-        ts = time.time_ns() if ts_ns is None else ts_ns
-        data = frame[: self.snaplen]
-        caplen = len(data)
-        total = 28 + caplen + (-caplen % 4) + 12 + 4
-        self._file.write(
-            _EPB_HEAD.pack(_EPB, total, 0, ts >> 32, ts & 0xFFFFFFFF, caplen, len(frame))
-            + data
-            + _PAD[caplen % 4]
-            + _EPB_FLAGS[direction - 1]
-            + _END
-            + total.to_bytes(4, "little")
-        )
-        self._size += total
-        self.frames += 1
+        head, ts_hi, ts_lo = _EPB_HEAD.pack, ts >> 32, ts & 0xFFFFFFFF
+        flags = _EPB_FLAGS[direction - 1]
+        parts: list[bytes] = []
+        size = 0
+        for frame in frames:
+            data = frame[: self.snaplen]
+            caplen = len(data)
+            total = 28 + caplen + (-caplen % 4) + 12 + 4
+            parts += (
+                head(_EPB, total, 0, ts_hi, ts_lo, caplen, len(frame)),
+                data,
+                _PAD[caplen % 4],
+                flags,
+                _END,
+                total.to_bytes(4, "little"),
+            )
+            size += total
+        # one write per batch; the file object buffers, so this is one copy
+        self._file.write(b"".join(parts))
+        self._size += size
+        self.frames += len(frames)
         if (self.max_bytes is not None and self._size >= self.max_bytes) or (
             self.max_seconds is not None and time.monotonic() - self._opened >= self.max_seconds
         ):

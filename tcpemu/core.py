@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import struct
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
@@ -426,7 +427,8 @@ class ConnectionCore:
             return
         new = TRANSITIONS.get((self.state, event))
         if new is not None and new is not self.state:
-            log.debug("%s --%s--> %s", self.state.name, event.value, new.name)
+            if log.isEnabledFor(logging.DEBUG):  # enum names are not free: only when logged
+                log.debug("%s --%s--> %s", self.state.name, event.value, new.name)
             self.state = new
         self.last_event = event
 
@@ -473,46 +475,89 @@ class ConnectionCore:
 
     def receive(self, seg: Segment, now: float) -> Message:
         """Take one segment from the peer; returns the queued :class:`Message`."""
+        if self.dst_port is None:
+            self.dst_port = seg.src_port
+        fl = int(seg.flags)
+        if not fl & _SYN_FIN_RST and seg.seq == self.rcv_nxt:
+            msg = self.receive_predicted(
+                seg.seq, seg.ack, fl, seg.window, seg.urgent, seg.options, seg.payload, now
+            )
+            assert msg is not None
+            return msg
         c = self._counters
         c.segments_received += 1
         self._now = now
-        fl = int(seg.flags)
-        if self.dst_port is None:
-            self.dst_port = seg.src_port
-        if not fl & _SYN_FIN_RST and seg.seq == self.rcv_nxt:
-            # The common case, kept short: in-order data or a pure ACK.
-            kind = SegmentKind.EXPECTED
-            if seg.payload:
-                self._take_data(seg.payload, False)
-                if self._ooo.pieces:
-                    self._drain_out_of_order()
-            self.last_seqn_got = seg.seq
-        else:
-            kind = self._classify_and_take(seg)
-            if kind is SegmentKind.RETRANSMIT:
-                c.retransmits_seen += 1
-            elif kind is SegmentKind.OUT_OF_ORDER:
-                c.out_of_order_seen += 1
-            elif kind is SegmentKind.UNEXPECTED:
-                c.unexpected_seen += 1
-        if fl & _F_ACK and kind is not SegmentKind.UNEXPECTED:
-            self._take_ack(seg.ack)
-        scaled = None
-        if seg.options:
-            self._take_timestamps(seg, kind)
-        if self.snd_wscale and not fl & _F_SYN:
-            scaled = seg.window << self.snd_wscale
-        if kind is not SegmentKind.UNEXPECTED or fl & _F_SYN:
-            self.last_win_got = seg.window if scaled is None else scaled
+        kind = self._classify_and_take(seg)
+        if kind is SegmentKind.RETRANSMIT:
+            c.retransmits_seen += 1
+        elif kind is SegmentKind.OUT_OF_ORDER:
+            c.out_of_order_seen += 1
+        elif kind is SegmentKind.UNEXPECTED:
+            c.unexpected_seen += 1
+        msg = self._take_rest(
+            kind, seg.seq, seg.ack, fl, seg.window, seg.urgent, seg.options, seg.payload, now
+        )
         if fl & _F_RST:
             self._take_rst(seg)
+        return msg
 
-        msg = Message(
-            seg.seq, seg.ack, seg.flags, seg.window, seg.options, seg.payload, kind, now, seg.urgent, scaled
-        )
+    def receive_predicted(
+        self,
+        seq: int,
+        ack: int,
+        flags: int,
+        window: int,
+        urgent: int,
+        options: tuple[TcpOption, ...],
+        payload: bytes,
+        now: float,
+    ) -> Message | None:
+        """Header prediction: the common segment, in order and without SYN,
+        FIN or RST, taken from its fields without a :class:`Segment`.
+
+        What :meth:`receive` does for such a segment (it calls this); the
+        pump calls it straight from the frame's header.  None when the
+        segment is not the predicted kind: then use :meth:`receive`.
+        """
+        if flags & _SYN_FIN_RST or seq != self.rcv_nxt or self.dst_port is None:
+            return None
+        self._counters.segments_received += 1
+        self._now = now
+        if payload:
+            self._take_data(payload, False)
+            if self._ooo.pieces:
+                self._drain_out_of_order()
+        self.last_seqn_got = seq
+        return self._take_rest(SegmentKind.EXPECTED, seq, ack, flags, window, urgent, options, payload, now)
+
+    def _take_rest(
+        self,
+        kind: SegmentKind,
+        seq: int,
+        ack: int,
+        fl: int,
+        window: int,
+        urgent: int,
+        options: tuple[TcpOption, ...],
+        payload: bytes,
+        now: float,
+    ) -> Message:
+        """Acknowledgment, timestamps and window of a classified segment; queue its message."""
+        if fl & _F_ACK and kind is not SegmentKind.UNEXPECTED:
+            self._take_ack(ack)
+        scaled = None
+        if options:
+            self._take_timestamps(options, kind)
+        if self.snd_wscale and not fl & _F_SYN:
+            scaled = window << self.snd_wscale
+        if kind is not SegmentKind.UNEXPECTED or fl & _F_SYN:
+            self.last_win_got = window if scaled is None else scaled
+        flags = FLAGS[fl] if fl < 512 else TcpFlags(fl)
+        msg = Message(seq, ack, flags, window, options, payload, kind, now, urgent, scaled)
         if len(self._queue) >= self.max_queue:
             # Newest is dropped, as a bounded channel would refuse it; the
             # receive state above has moved all the same.
+            c = self._counters
             c.queue_overflows += 1
             if _worth_logging(c.queue_overflows):
                 log.warning(
@@ -520,7 +565,7 @@ class ConnectionCore:
                     "(%d overflows so far); read with recv_msg/recv_data or raise max_queue",
                     self.src_port,
                     self.max_queue,
-                    seg.seq,
+                    seq,
                     c.queue_overflows,
                 )
         else:
@@ -843,19 +888,19 @@ class ConnectionCore:
     def _take_syn_options(self, options: tuple[TcpOption, ...]) -> None:
         for opt in options:
             kind, data = opt.kind, opt.data
-            if kind == OptionKind.MSS and len(data) == 2:
+            if kind == _K_MSS and len(data) == 2:
                 self.peer_mss = int.from_bytes(data, "big")
-            elif kind == OptionKind.WSCALE and len(data) == 1:
+            elif kind == _K_WSCALE and len(data) == 1:
                 self.peer_wscale = data[0]
-            elif kind == OptionKind.SACK_PERMITTED:
+            elif kind == _K_SACK_PERMITTED:
                 self.peer_sack_permitted = True
-            elif kind == OptionKind.TIMESTAMP and len(data) == 8:
+            elif kind == _K_TIMESTAMP and len(data) == 8:
                 self.peer_ts = True
 
-    def _take_timestamps(self, seg: Segment, kind: SegmentKind) -> None:
-        for opt in seg.options:
-            if opt.kind == OptionKind.TIMESTAMP and len(opt.data) == 8:
-                tsval, tsecr = int.from_bytes(opt.data[:4], "big"), int.from_bytes(opt.data[4:], "big")
+    def _take_timestamps(self, options: tuple[TcpOption, ...], kind: SegmentKind) -> None:
+        for opt in options:
+            if opt.kind == _K_TIMESTAMP and len(opt.data) == 8:
+                tsval, tsecr = _TS.unpack(opt.data)
                 self.last_tsval_got, self.last_tsecr_got = tsval, tsecr
                 # RFC 7323 4.3: TS.Recent follows segments that move the left edge
                 if kind is SegmentKind.EXPECTED or self.ts_recent is None:
@@ -873,7 +918,7 @@ class ConnectionCore:
         tsval = self._tsval(now)
         tsecr = self.ts_recent or 0
         self.last_tsval_sent, self.last_tsecr_sent = tsval, tsecr
-        return TcpOption.timestamps(tsval, tsecr)
+        return TcpOption(_K_TIMESTAMP, _TS.pack(tsval, tsecr))
 
     def _syn_options(self, now: float | None) -> tuple[TcpOption, ...]:
         """MSS, SACK-permitted, timestamps, window scale, as Linux orders them."""
@@ -888,7 +933,7 @@ class ConnectionCore:
             opts.append(self._timestamp_option(now))
             self.ts_enabled = True
         if self.wscale is not None and (not answering or self.peer_wscale is not None):
-            opts += [TcpOption(OptionKind.NOP), TcpOption.wscale(self.wscale)]
+            opts += [_NOP, TcpOption.wscale(self.wscale)]
         return tuple(opts)
 
     def _options(self, now: float | None, fi: int) -> tuple[TcpOption, ...]:
@@ -896,10 +941,10 @@ class ConnectionCore:
             return ()
         opts: list[TcpOption] = []
         if self.ts_enabled and self.peer_ts:
-            opts += [TcpOption(OptionKind.NOP), TcpOption(OptionKind.NOP), self._timestamp_option(now)]
+            opts += [_NOP, _NOP, self._timestamp_option(now)]
         if self.sack_ok and fi & _F_ACK and self._ooo.pieces:
             blocks = self.sack_blocks()[: 3 if self.ts_enabled else 4]
-            opts += [TcpOption(OptionKind.NOP), TcpOption(OptionKind.NOP), TcpOption.sack(blocks)]
+            opts += [_NOP, _NOP, TcpOption.sack(blocks)]
         return tuple(opts)
 
     def sack_blocks(self) -> list[tuple[int, int]]:
@@ -1045,6 +1090,14 @@ class ConnectionCore:
             and (seq_diff(self.snd_una, self.fin_seq) > 0)
         )
 
+
+# option kinds as plain ints: looking up an enum member costs more than the compare
+_K_MSS: Final = int(OptionKind.MSS)
+_K_WSCALE: Final = int(OptionKind.WSCALE)
+_K_SACK_PERMITTED: Final = int(OptionKind.SACK_PERMITTED)
+_K_TIMESTAMP: Final = int(OptionKind.TIMESTAMP)
+_NOP: Final = TcpOption(int(OptionKind.NOP))
+_TS: Final = struct.Struct("!II")
 
 _F_FIN: Final = 0x01
 _F_SYN: Final = 0x02

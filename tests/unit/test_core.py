@@ -227,6 +227,28 @@ class TestReceive:
         assert established.last_win_got == 777
         assert established.read_stream() == b"abc"
 
+    def test_predicted_segment_is_taken_as_receive_takes_it(self, established):
+        msg = established.receive_predicted(IRS + 1, ISS + 1, int(A | P), 777, 0, (), b"abc", 1.0)
+        assert msg is not None and msg.kind is SegmentKind.EXPECTED and msg.flags == A | P
+        assert (established.next_ackn, established.last_win_got) == (IRS + 4, 777)
+        assert established.pop_message_nowait() == msg and established.read_stream() == b""
+
+    @pytest.mark.parametrize(
+        "seq, flags",
+        [(IRS + 2, A), (IRS, A), (IRS + 1, A | F), (IRS + 1, R), (IRS + 1, S | A)],
+        ids=["ahead", "behind", "fin", "rst", "syn"],
+    )
+    def test_unpredicted_segment_changes_nothing(self, established, seq, flags):
+        before = (established.statistics(), established.next_ackn, established.last_win_got)
+        assert established.receive_predicted(seq, ISS + 1, int(flags), 5, 0, (), b"x", 1.0) is None
+        assert (established.statistics(), established.next_ackn, established.last_win_got) == before
+        expect_nothing_queued(established)
+
+    def test_nothing_is_predicted_before_the_syn(self):
+        core = listen()
+        assert core.receive_predicted(0, 0, int(A), 5, 0, (), b"", 1.0) is None
+        assert core.statistics().segments_received == 0
+
     def test_retransmit_is_queued_flagged_and_moves_nothing(self, established):
         established.receive(seg(IRS + 1, ISS + 1, A, b"abc"), 1.0)
         expect(established, 2.0, seg(IRS + 1, ISS + 1, A, b"abc"), SegmentKind.RETRANSMIT)

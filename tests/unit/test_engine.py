@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import logging
 
@@ -409,3 +410,41 @@ async def test_replies_made_in_one_pump_iteration_leave_together(engine_and_peer
     got = [await peer.expect() for _ in frames]
     assert sorted(g.dst_port for g in got) == list(range(41000, 41010))
     assert engine.statistics().tx_batches >= 1
+
+
+async def test_header_prediction_takes_segments_as_the_full_path_does(engine_and_peer, autojump_clock):
+    engine, peer = engine_and_peer
+    conn, snd = await open_server(engine, peer, window=4000)
+    replica = copy.deepcopy(conn.core)  # the same core, fed parsed segments through receive()
+    predicted_before = engine.statistics().frames_predicted
+    ts = (TcpOption(1), TcpOption(1), TcpOption.timestamps(100, 0))
+    sent = [
+        Segment(PEER_PORT, EMU_PORT, 7001, snd, A | P, 900, payload=b"abc", options=ts),
+        Segment(PEER_PORT, EMU_PORT, 7004, snd, A, 800),  # pure ACK, window moves
+        Segment(PEER_PORT, EMU_PORT, 7010, snd, A, 800, payload=b"zz"),  # out of order: full path
+        Segment(PEER_PORT, EMU_PORT, 7004, snd, A | P, 700, payload=b"defghi", options=ts),  # fills the gap
+        Segment(PEER_PORT, EMU_PORT, 7001, snd, A, 700, payload=b"abc"),  # retransmit: full path
+        Segment(PEER_PORT, EMU_PORT, 7012, snd, A | P | TcpFlags.URG, 600, urgent=1, payload=b"u"),
+        Segment(PEER_PORT, EMU_PORT, 7013, snd, F | A, 600),  # FIN: full path
+    ]
+    for seg in sent:
+        peer.link.send(build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, seg)))
+    await conn.wait_until(lambda c: c.fin_got, timeout=1)
+    got = [conn.recv_msg_nowait(ack=False) for _ in sent]
+    want = [replica.receive(seg, msg.time) for seg, msg in zip(sent, got, strict=True)]
+    assert got == want
+    assert [m.kind for m in got] == [SegmentKind.EXPECTED] * 2 + [
+        SegmentKind.OUT_OF_ORDER,
+        SegmentKind.EXPECTED,
+        SegmentKind.RETRANSMIT,
+        SegmentKind.EXPECTED,
+        SegmentKind.EXPECTED,
+    ]
+    core = conn.core
+    for name in ("state", "rcv_nxt", "snd_una", "last_win_got", "last_tsval_got", "ts_recent", "fin_got"):
+        assert getattr(core, name) == getattr(replica, name), name
+    for _ in sent:
+        replica.pop_message_nowait()  # read as the connection's were
+    assert core.read_stream() == replica.read_stream() == b"zzu"  # what reading a message at a time left
+    # the four in order without SYN/FIN/RST took the predicted path; the other three were parsed
+    assert engine.statistics().frames_predicted - predicted_before == 4

@@ -28,6 +28,8 @@ from tcpemu.wire import (
     listen_key,
     parse_frame_untrusted,
     parse_mac,
+    parse_tcp_untrusted,
+    predict_ipv4_untrusted,
     tcp_checksum_ok,
 )
 
@@ -239,6 +241,70 @@ def test_untrusted_parser_raises_only_malformed(raw):
         assert 20 <= frame.segment.data_offset <= 60
 
 
+def _agrees_with_the_full_parse(raw: bytes) -> bool:
+    """predict_ipv4_untrusted never raises; what it returns equals the full parse.  True if it predicted."""
+    fields = predict_ipv4_untrusted(raw)
+    if fields is None:
+        return False
+    fkey, _lkey, start, end = classify_untrusted(raw)
+    seg = parse_tcp_untrusted(raw, start, end)
+    assert fields == (
+        fkey,
+        seg.seq,
+        seg.ack,
+        int(seg.flags),
+        seg.window,
+        seg.urgent,
+        seg.options,
+        seg.payload,
+        end,
+    )
+    return True
+
+
+@settings(max_examples=int(os.environ.get("TCPEMU_FUZZ_EXAMPLES", "3000")), deadline=None)
+@given(frames)
+def test_header_prediction_never_raises_and_agrees_with_the_parser(raw):
+    _agrees_with_the_full_parse(raw)
+
+
+TS = (TcpOption(OptionKind.NOP), TcpOption(OptionKind.NOP), TcpOption.timestamps(7, 9))
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        make(),
+        make(payload=b"abc", flags=TcpFlags.PSH | TcpFlags.ACK, urgent=3),
+        make(options=TS, payload=b"x" * 100),
+        make(flags=TcpFlags.FIN | TcpFlags.ACK),  # predicted by the wire; the core decides on flags
+    ],
+    ids=["pure-ack", "data", "timestamps", "fin"],
+)
+def test_common_ipv4_shapes_are_predicted(frame):
+    assert _agrees_with_the_full_parse(build_frame(frame))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        build_frame(make(V6)),
+        build_frame(make(options=(TcpOption.mss(1460),))),
+        build_frame(
+            make(
+                options=(*TS, TcpOption(OptionKind.NOP), TcpOption(OptionKind.NOP), TcpOption.sack([(1, 2)]))
+            )
+        ),
+        build_frame(make(), ip_options=b"\x01" * 4),
+        _mutate(build_frame(make()), 20, b"\x00\x01"),  # fragment offset 8
+        build_frame(make(payload=b"abc"))[:-1],  # IP total length past the frame
+    ],
+    ids=["ipv6", "mss-option", "sack-option", "ip-options", "fragment", "truncated"],
+)
+def test_other_shapes_take_the_full_parser(raw):
+    assert predict_ipv4_untrusted(raw) is None
+
+
 def test_struct_layout_of_tcp_header_offsets():
     # the fast path reads flags at tcp_start + 13 to spot SYNs
     raw = build_frame(make(flags=TcpFlags.SYN))
@@ -264,6 +330,36 @@ def test_template_builds_the_same_bytes_as_dpkt(addrs, seg_kw):
     frame = make(addrs, **seg_kw)
     template = FrameTemplate(frame.src_mac, frame.dst_mac, frame.src_ip, frame.dst_ip)
     assert template.build(frame.segment) == build_frame(frame)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from([V4, V6]),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 0x1FF),
+    st.integers(0, 0xFFFF),
+    st.integers(0, 0xFFFF),
+    st.binary(max_size=64),
+    st.lists(
+        st.sampled_from([TcpOption(1), TcpOption.mss(536), TcpOption.timestamps(1, 2**32 - 1)]), max_size=3
+    ),
+    st.integers(0, 255),
+    st.integers(1, 255),
+    st.booleans(),
+    st.integers(0, 0xFFFF),
+)
+def test_template_matches_dpkt_for_any_fields(
+    addrs, seq, ack, flags, window, urgent, payload, opts, tos, ttl, df, ip_id
+):
+    from tcpemu.wire import FLAGS, FrameTemplate
+
+    seg = Segment(40000, 80, seq, ack, FLAGS[flags], window, urgent, tuple(opts), payload)
+    frame = Frame(MAC_A, MAC_B, addrs[0], addrs[1], seg, ttl=ttl, tos=tos, ip_id=ip_id, df=df)
+    template = FrameTemplate(MAC_A, MAC_B, addrs[0], addrs[1], ttl=ttl, tos=tos, df=df)
+    built = template.build(seg, ip_id if addrs is V4 else 0)
+    assert built == build_frame(frame)
+    assert tcp_checksum_ok(built)
 
 
 @settings(max_examples=500, deadline=None)
