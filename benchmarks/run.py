@@ -399,7 +399,8 @@ async def bench_send(lab: Lab, size: Size) -> list[Result]:
     payload = bytes(1024)
     k = size.send_segments
     async with tcpemu.open_engine(lab.tst.ifname, netns=lab.tst.netns, seed=5) as engine:
-        listener = engine.listen((tst_ip, 20000), local_mac=lab.alien_mac)
+        # every duplicate draws a duplicate ACK from the IUT: room for all of them, unread
+        listener = engine.listen((tst_ip, 20000), local_mac=lab.alien_mac, max_queue=4 * k + 100)
         iut = await lab.iut.socket()
         tcpemu.lab.connect_nowait(iut, (tst_ip, 20000))
         conn = await listener.accept(timeout=5)

@@ -1004,7 +1004,7 @@ class Engine:
         self._addr_refs: Counter[IPAddress] = Counter()  # who needs each address in the filter
         self._filtered: frozenset[IPAddress] | None = None
         self._outbox: list[bytes] | None = None
-        self._templates: dict[tuple[bytes, bytes, IPAddress, IPAddress], FrameTemplate] = {}
+        self._templates: dict[tuple[bytes, bytes, bytes, bytes], FrameTemplate] = {}
         self._tx_batches = 0
         self._busy_poll = busy_poll
         self._frames_received = 0
@@ -1218,7 +1218,7 @@ class Engine:
     ) -> FrameTemplate:
         """The header template of a flow; shared by connections between the same
         hosts (a template never changes once made), bounded like a cache."""
-        key = (local_mac, remote_mac, local_ip, remote_ip)
+        key = (local_mac, remote_mac, local_ip.packed, remote_ip.packed)  # bytes hash faster than addresses
         template = self._templates.get(key)
         if template is None:
             if len(self._templates) >= 1024:
