@@ -1464,7 +1464,7 @@ class Engine:
         if (
             conn._listener is None
             and conn.remote_mac is not _UNKNOWN_MAC
-            and not (conn.faults_in or self.faults_in).any
+            and ((faults := conn.faults_in or self.faults_in) is NO_FAULTS or not faults.any)
         ):
             overflows = conn.core._counters.queue_overflows
             msg = conn.core.receive_predicted(seq, ack, flags, window, urgent, options, payload, now)

@@ -20,6 +20,7 @@ import os
 import select
 import socket
 import struct
+import sys
 from typing import Protocol
 
 from . import _bpf
@@ -206,7 +207,8 @@ TPACKET_V2 = 1
 TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1
 TP_STATUS_COPY = 2
-_TPACKET2_HDR = struct.Struct("=IIIHHIIHH4x")  # status, len, snaplen, mac, net, sec, nsec, vlan
+_STATUS_LOW_BYTE = 0 if sys.byteorder == "little" else 3
+_TPACKET2_LENS = struct.Struct("=IIIH")  # the header's first fields: status, len, snaplen, mac
 _STATUS = struct.Struct("=I")
 
 
@@ -258,15 +260,16 @@ class PacketRing(PacketLink):
 
     def recv_batch(self, limit: int) -> list[bytes]:
         frames: list[bytes] = []
-        view, size, nr = self._view, self._frame_size, self._frame_nr
+        ring, view, size, nr = self._map, self._view, self._frame_size, self._frame_nr
         head = self._head
-        unpack_hdr, status_of, set_status = _TPACKET2_HDR.unpack_from, _STATUS.unpack_from, _STATUS.pack_into
+        unpack_hdr, set_status = _TPACKET2_LENS.unpack_from, _STATUS.pack_into
         while len(frames) < limit:
             off = head * size
-            if not status_of(view, off)[0] & TP_STATUS_USER:
+            # TP_STATUS_USER is bit 0 of the status word: one byte says whether the slot is ours
+            if not ring[off + _STATUS_LOW_BYTE] & TP_STATUS_USER:
                 break
-            _status, length, snaplen, mac, *_ = unpack_hdr(view, off)
-            frames.append(bytes(view[off + mac : off + mac + snaplen]))
+            _status, length, snaplen, mac = unpack_hdr(view, off)
+            frames.append(ring[off + mac : off + mac + snaplen])  # mmap slices are bytes: one copy
             if snaplen < length:
                 self.truncated += 1
             set_status(view, off, TP_STATUS_KERNEL)  # hand the slot back

@@ -548,12 +548,13 @@ class ConnectionCore:
         scaled = None
         if options:
             self._take_timestamps(options, kind)
-        if self.snd_wscale and not fl & _F_SYN:
+        if self.wscale is not None and self.snd_wscale and not fl & _F_SYN:  # wscale first: no property call
             scaled = window << self.snd_wscale
         if kind is not SegmentKind.UNEXPECTED or fl & _F_SYN:
             self.last_win_got = window if scaled is None else scaled
         flags = FLAGS[fl] if fl < 512 else TcpFlags(fl)
-        msg = Message(seq, ack, flags, window, options, payload, kind, now, urgent, scaled)
+        # tuple.__new__ as NamedTuple._make does, without the Python-level __new__: one per segment
+        msg = _new_tuple(Message, (seq, ack, flags, window, options, payload, kind, now, urgent, scaled))
         if len(self._queue) >= self.max_queue:
             # Newest is dropped, as a bounded channel would refuse it; the
             # receive state above has moved all the same.
@@ -678,7 +679,7 @@ class ConnectionCore:
             self.snd_una = ack
             if self._unacked:
                 self._acked_up_to(ack)
-        if self.state is TcpState.ESTABLISHED:
+        if self.state is _ESTABLISHED:
             return
         acceptable = seq_diff(ack, self.iss) > 0 and seq_diff(ack, self.snd_nxt) <= 0
         if self.state is TcpState.SYN_RECEIVED and acceptable:
@@ -1098,6 +1099,9 @@ _K_SACK_PERMITTED: Final = int(OptionKind.SACK_PERMITTED)
 _K_TIMESTAMP: Final = int(OptionKind.TIMESTAMP)
 _NOP: Final = TcpOption(int(OptionKind.NOP))
 _TS: Final = struct.Struct("!II")
+
+_new_tuple: Final = tuple.__new__
+_ESTABLISHED: Final = TcpState.ESTABLISHED  # a module global: looked up on every acknowledgment
 
 _F_FIN: Final = 0x01
 _F_SYN: Final = 0x02
