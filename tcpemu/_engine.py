@@ -286,12 +286,15 @@ class Connection:
         self._template = self._engine._template(self.local_mac, mac, self.local_ip, self.remote_ip)
         self._event(f"remote MAC learnt from the peer: {format_mac(mac)}")
 
-    def _note_state(self) -> None:
-        self._event(f"state {self._traced_state.name} -> {self.core.state.name}")
+    def _note_state(self, now: float | None = None) -> None:
+        self._event(f"state {self._traced_state.name} -> {self.core.state.name}", now)
         self._traced_state = self.core.state
 
-    def _event(self, text: str) -> None:
-        self._trace.append((trio.current_time() - self._engine._t0, "!", text))
+    def _event(self, text: str, now: float | None = None) -> None:
+        """A line in the trace at ``now`` (default: the current time)."""
+        if now is None:
+            now = trio.current_time()
+        self._trace.append((now - self._engine._t0, "!", text))
         trace_log.debug("%s%s", self.label, text)
 
     # ----------------------------------------------------------- plumbing
@@ -1245,9 +1248,11 @@ class Engine:
             self._release_address(conn.local_ip)
 
     def _release_address(self, addr: IPAddress) -> None:
-        self._addr_refs[addr] -= 1
-        if self._addr_refs[addr] <= 0:
-            del self._addr_refs[addr]
+        refs = self._addr_refs[addr] - 1
+        if refs > 0:
+            self._addr_refs[addr] = refs
+            return  # still in use: the filter stays as it is
+        del self._addr_refs[addr]
         if not self._closed:
             self._update_filter()
 
@@ -1523,9 +1528,9 @@ class Engine:
         conn._trace.append((now - self._t0, "<", msg))
         core = conn.core
         if core.state is not conn._traced_state:
-            conn._note_state()
+            conn._note_state(now)
         if core._counters.queue_overflows != overflows:
-            conn._event(f"receive queue full: seq={msg.seq} not queued")
+            conn._event(f"receive queue full: seq={msg.seq} not queued", now)
         if core.reliable:
             self._kick_timers(core.next_deadline())
 
