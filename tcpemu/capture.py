@@ -36,6 +36,9 @@ _EPB_HEAD = struct.Struct("<IIIIIII")
 _EPB_FLAGS = (struct.pack("<HHI", 2, 4, INBOUND), struct.pack("<HHI", 2, 4, OUTBOUND))
 _END = struct.pack("<HH", 0, 0)
 _PAD = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
+# what follows an EPB's data, by direction and data length mod 4: padding,
+# the epb_flags option and opt_endofopt (the block's total length comes last)
+_EPB_TAILS = tuple(tuple(_PAD[i] + flags + _END for i in range(4)) for flags in _EPB_FLAGS)
 
 
 def _option(code: int, value: bytes) -> bytes:
@@ -125,19 +128,19 @@ class PcapngWriter:
         if self._file is None:
             raise UsageError(f"capture {self.path} is closed")
         head, ts_hi, ts_lo = _EPB_HEAD.pack, ts >> 32, ts & 0xFFFFFFFF
-        flags = _EPB_FLAGS[direction - 1]
+        tails = _EPB_TAILS[direction - 1]
+        snaplen = self.snaplen
         parts: list[bytes] = []
         size = 0
         for frame in frames:
-            data = frame[: self.snaplen]
+            length = len(frame)
+            data = frame if length <= snaplen else frame[:snaplen]
             caplen = len(data)
             total = 28 + caplen + (-caplen % 4) + 12 + 4
             parts += (
-                head(_EPB, total, 0, ts_hi, ts_lo, caplen, len(frame)),
+                head(_EPB, total, 0, ts_hi, ts_lo, caplen, length),
                 data,
-                _PAD[caplen % 4],
-                flags,
-                _END,
+                tails[caplen % 4],
                 total.to_bytes(4, "little"),
             )
             size += total
