@@ -57,7 +57,6 @@ from .core import (
 )
 from .faults import NO_FAULTS, FaultAction, FaultInjector, Faults
 from .wire import (
-    PREDICTED_TCP_START,
     Frame,
     FrameTemplate,
     IPAddress,
@@ -73,7 +72,7 @@ from .wire import (
     listen_key,
     parse_mac,
     parse_tcp_untrusted,
-    predict_ipv4_untrusted,
+    predict_untrusted,
 )
 
 __all__ = ["Engine", "Connection", "EngineStatistics", "Listener", "ListenerStatistics", "open_engine"]
@@ -1422,7 +1421,7 @@ class Engine:
     def _dispatch(self, frame: bytes, now: float, replay: bool = False) -> Connection | None:
         if not replay:
             self._frames_received += 1
-        fields = predict_ipv4_untrusted(frame)
+        fields = predict_untrusted(frame)
         if fields is not None:
             conn = self._conns.get(fields[0])
             if conn is not None:
@@ -1465,7 +1464,7 @@ class Engine:
         do): the common segment of a connection with nothing special about
         it goes from its header fields straight to the core; the rest is
         parsed and takes :meth:`_deliver`."""
-        _, seq, ack, flags, window, urgent, options, payload, end = fields
+        _, seq, ack, flags, window, urgent, options, payload, start, end = fields
         if (
             conn._listener is None
             and conn.remote_mac is not _UNKNOWN_MAC
@@ -1477,9 +1476,9 @@ class Engine:
                 self._predicted_count += 1
                 self._received(conn, msg, overflows, now)
                 if trace_log.isEnabledFor(logging.DEBUG):
-                    self._log_received(conn, parse_tcp_untrusted(frame, PREDICTED_TCP_START, end), msg, now)
+                    self._log_received(conn, parse_tcp_untrusted(frame, start, end), msg, now)
                 return conn
-        return self._deliver(conn, parse_tcp_untrusted(frame, PREDICTED_TCP_START, end), frame, now, replay)
+        return self._deliver(conn, parse_tcp_untrusted(frame, start, end), frame, now, replay)
 
     def _deliver(
         self, conn: Connection, seg: Segment, frame: bytes, now: float, replay: bool

@@ -324,41 +324,50 @@ def classify_untrusted(buf: bytes | memoryview) -> tuple[bytes, bytes, int, int]
     return addrs + ports, dst + ports[2:], start, end
 
 
-_PREDICT = struct.Struct("!HBxH2xHxB2x12xIIHH2xH")  # from the ethertype to the urgent pointer
+# from the ethertype to the urgent pointer (IPv4), from the version to the urgent pointer (IPv6)
+_PREDICT_V4 = struct.Struct("!HBxH2xHxB2x12xIIHH2xH")
+_PREDICT_V6 = struct.Struct("!B3xHBx36xIIHH2xH")
 _TS_LEAD = b"\x01\x01\x08\x0a"  # NOP, NOP, timestamps (kind 8, length 10): as Linux sends them
 
-
-PREDICTED_TCP_START: Final = ETH_HLEN + 20  # where the TCP header of a predicted frame starts
-PredictedFields = tuple[bytes, int, int, int, int, int, tuple[TcpOption, ...], bytes, int]
+PredictedFields = tuple[bytes, int, int, int, int, int, tuple[TcpOption, ...], bytes, int, int]
 
 
-def predict_ipv4_untrusted(frame: bytes) -> PredictedFields | None:
+def predict_untrusted(frame: bytes) -> PredictedFields | None:
     """Header prediction's look at a frame, for the pump's common case.
 
-    An IPv4 TCP segment of the usual shape (a 20-byte IP header, not a
-    fragment, no TCP options or only NOP NOP timestamps) gives
-    ``(flow_key, seq, ack, flags, window, urgent, options, payload,
-    tcp_end)`` from one unpack; anything else gives None (never an exception) and takes
+    A TCP segment of the usual shape (IPv4 with a 20-byte header and not a
+    fragment, or IPv6 with TCP as the next header; no TCP options or only
+    NOP NOP timestamps) gives ``(flow_key, seq, ack, flags, window,
+    urgent, options, payload, tcp_start, tcp_end)`` from one unpack;
+    anything else gives None (never an exception) and takes
     :func:`classify_untrusted` and :func:`parse_tcp_untrusted`, which say
     what is wrong with it.  The fields equal what those two return.
     """
     n = len(frame)
     if n < ETH_HLEN + 40:
         return None
-    ethertype, vihl, total, frag, proto, seq, ack, off_flags, window, urgent = _PREDICT.unpack_from(frame, 12)
-    if ethertype != ETH_P_IP or vihl != 0x45 or proto != IPPROTO_TCP or frag & 0x3FFF:
+    if frame[12:14] == b"\x08\x00":
+        _, vihl, total, frag, proto, seq, ack, off_flags, window, urgent = _PREDICT_V4.unpack_from(frame, 12)
+        if vihl != 0x45 or proto != IPPROTO_TCP or frag & 0x3FFF:
+            return None
+        start, end, key = ETH_HLEN + 20, ETH_HLEN + total, frame[26:38]
+    elif frame[12:14] == b"\x86\xdd" and n >= ETH_HLEN + 60:
+        version, plen, nxt, seq, ack, off_flags, window, urgent = _PREDICT_V6.unpack_from(frame, ETH_HLEN)
+        if version >> 4 != 6 or nxt != IPPROTO_TCP:
+            return None
+        start, end, key = ETH_HLEN + 40, ETH_HLEN + 40 + plen, frame[22:58]
+    else:
         return None
     doff = (off_flags >> 12) * 4
-    end = ETH_HLEN + total
-    if end > n or 20 + doff > total:
+    if end > n or start + doff > end:
         return None
     if doff == 20:
         options: tuple[TcpOption, ...] = ()
-    elif doff == 32 and frame[54:58] == _TS_LEAD:
-        options = (_NOP, _NOP, TcpOption(8, frame[58:66]))
+    elif doff == 32 and frame[start + 20 : start + 24] == _TS_LEAD:
+        options = (_NOP, _NOP, TcpOption(8, frame[start + 24 : start + 32]))
     else:
         return None
-    return frame[26:38], seq, ack, off_flags & 0x1FF, window, urgent, options, frame[34 + doff : end], end
+    return key, seq, ack, off_flags & 0x1FF, window, urgent, options, frame[start + doff : end], start, end
 
 
 def parse_tcp_untrusted(buf: bytes | memoryview, start: int, end: int) -> Segment:

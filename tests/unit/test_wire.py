@@ -29,7 +29,7 @@ from tcpemu.wire import (
     parse_frame_untrusted,
     parse_mac,
     parse_tcp_untrusted,
-    predict_ipv4_untrusted,
+    predict_untrusted,
     tcp_checksum_ok,
 )
 
@@ -242,8 +242,8 @@ def test_untrusted_parser_raises_only_malformed(raw):
 
 
 def _agrees_with_the_full_parse(raw: bytes) -> bool:
-    """predict_ipv4_untrusted never raises; what it returns equals the full parse.  True if it predicted."""
-    fields = predict_ipv4_untrusted(raw)
+    """predict_untrusted never raises; what it returns equals the full parse.  True if it predicted."""
+    fields = predict_untrusted(raw)
     if fields is None:
         return False
     fkey, _lkey, start, end = classify_untrusted(raw)
@@ -257,6 +257,7 @@ def _agrees_with_the_full_parse(raw: bytes) -> bool:
         seg.urgent,
         seg.options,
         seg.payload,
+        start,
         end,
     )
     return True
@@ -278,8 +279,10 @@ TS = (TcpOption(OptionKind.NOP), TcpOption(OptionKind.NOP), TcpOption.timestamps
         make(payload=b"abc", flags=TcpFlags.PSH | TcpFlags.ACK, urgent=3),
         make(options=TS, payload=b"x" * 100),
         make(flags=TcpFlags.FIN | TcpFlags.ACK),  # predicted by the wire; the core decides on flags
+        make(V6, payload=b"abc"),
+        make(V6, options=TS, payload=b"x" * 100),
     ],
-    ids=["pure-ack", "data", "timestamps", "fin"],
+    ids=["pure-ack", "data", "timestamps", "fin", "ipv6", "ipv6-timestamps"],
 )
 def test_common_ipv4_shapes_are_predicted(frame):
     assert _agrees_with_the_full_parse(build_frame(frame))
@@ -288,7 +291,6 @@ def test_common_ipv4_shapes_are_predicted(frame):
 @pytest.mark.parametrize(
     "raw",
     [
-        build_frame(make(V6)),
         build_frame(make(options=(TcpOption.mss(1460),))),
         build_frame(
             make(
@@ -298,11 +300,12 @@ def test_common_ipv4_shapes_are_predicted(frame):
         build_frame(make(), ip_options=b"\x01" * 4),
         _mutate(build_frame(make()), 20, b"\x00\x01"),  # fragment offset 8
         build_frame(make(payload=b"abc"))[:-1],  # IP total length past the frame
+        _mutate(build_frame(make(V6)), 20, b"\x00"),  # IPv6 next header: hop-by-hop options
     ],
-    ids=["ipv6", "mss-option", "sack-option", "ip-options", "fragment", "truncated"],
+    ids=["mss-option", "sack-option", "ip-options", "fragment", "truncated", "ipv6-extension"],
 )
 def test_other_shapes_take_the_full_parser(raw):
-    assert predict_ipv4_untrusted(raw) is None
+    assert predict_untrusted(raw) is None
 
 
 def test_struct_layout_of_tcp_header_offsets():
