@@ -1460,10 +1460,10 @@ class Engine:
     def _predicted(
         self, conn: Connection, fields: PredictedFields, frame: bytes, now: float, replay: bool
     ) -> Connection | None:
-        """Header prediction (as RFC 9293's model implementations and Linux
-        do): the common segment of a connection with nothing special about
-        it goes from its header fields straight to the core; the rest is
-        parsed and takes :meth:`_deliver`."""
+        """Header prediction (Van Jacobson's, as BSD and Linux's fast path
+        do it): the common segment of a connection with nothing special
+        about it goes from its header fields straight to the core; the rest
+        is parsed and takes :meth:`_deliver`.  The result is the same."""
         _, seq, ack, flags, window, urgent, options, payload, start, end = fields
         if (
             conn._listener is None
