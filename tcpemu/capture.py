@@ -132,17 +132,23 @@ class PcapngWriter:
         snaplen = self.snaplen
         parts: list[bytes] = []
         size = 0
+        # frames of one batch share a timestamp, and most share a length with
+        # others (ACKs, full segments): each length's block head and tail once
+        wraps: dict[int, tuple[bytes, bytes, int, int]] = {}
         for frame in frames:
             length = len(frame)
-            data = frame if length <= snaplen else frame[:snaplen]
-            caplen = len(data)
-            total = 28 + caplen + (-caplen % 4) + 12 + 4
-            parts += (
-                head(_EPB, total, 0, ts_hi, ts_lo, caplen, length),
-                data,
-                tails[caplen % 4],
-                total.to_bytes(4, "little"),
-            )
+            wrap = wraps.get(length)
+            if wrap is None:
+                caplen = min(length, snaplen)
+                total = 28 + caplen + (-caplen % 4) + 12 + 4
+                wrap = wraps[length] = (
+                    head(_EPB, total, 0, ts_hi, ts_lo, caplen, length),
+                    tails[caplen % 4] + total.to_bytes(4, "little"),
+                    total,
+                    caplen,
+                )
+            block_head, block_tail, total, caplen = wrap
+            parts += (block_head, frame if caplen == length else frame[:caplen], block_tail)
             size += total
         # one write per batch; the file object buffers, so this is one copy
         self._file.write(b"".join(parts))

@@ -42,6 +42,21 @@ def test_writer_output_reads_back_with_dpkt(tmp_path):
     assert b"tst0" in raw[:200]  # the interface description names the interface
 
 
+def test_batch_write_reads_back_with_dpkt_and_cuts_at_the_snap_length(tmp_path):
+    path = tmp_path / "b.pcapng"
+    w = PcapngWriter(path, ifname="tst0", snaplen=100)
+    # repeated lengths share a block head; odd lengths need padding; 254 > snaplen is cut
+    frames = [frame(payload=b"x" * n) for n in (0, 0, 1, 3, 3, 200, 0)]
+    w.write_batch(frames, INBOUND)
+    w.close()
+    with open(path, "rb") as fh:
+        got = [bytes(buf) for _, buf in dpkt.pcapng.Reader(fh)]
+    assert got == [f[:100] for f in frames]
+    recs = list(read_pcapng(path))
+    assert len({r.time_ns for r in recs}) == 1 and {r.direction for r in recs} == {INBOUND}
+    assert w.frames == len(frames)
+
+
 def test_rotation_by_size_keeps_a_bounded_number_of_files(tmp_path):
     w = PcapngWriter(tmp_path / "r.pcapng", max_bytes=4096, max_files=3)
     for _ in range(200):
