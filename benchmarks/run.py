@@ -281,29 +281,25 @@ async def bench_latency(lab: Lab, size: Size, use_scapy: bool) -> list[Result]:
     res["kernel p50"].runs.append(percentile(lat, 0.5) / 1000)
     res["kernel p99"].runs.append(percentile(lat, 0.99) / 1000)
 
-    # The floor for any responder written in Python on this machine: a bare
-    # loop answering SYNs (the IUT's connect() still waits for one wakeup
-    # of another process, which the kernel's own listener never needs).
-    responder = peer(lab.tst.netns, "raw-responder", lab.tst.ifname, 20003, size.connects, lab.alien_mac)
-    assert responder.stdout is not None
-    ready = await trio.to_thread.run_sync(responder.stdout.readline)
-    if ready.strip() != "ready":
-        raise RuntimeError(f"raw responder did not start: {ready!r}")
-    lat = json.loads(await collect(peer(lab.iut.netns, "connect", tst_ip, 20003, size.connects)))
-    await collect(responder)
-    res["minimal Python responder p50"].runs.append(percentile(lat, 0.5) / 1000)
-    res["minimal Python responder p99"].runs.append(percentile(lat, 0.99) / 1000)
-
-    if use_scapy:
-        responder = peer(lab.tst.netns, "scapy-responder", lab.tst.ifname, 20002, size.scapy_connects)
+    async def against_responder(name: str, port: int, count: int, *args: object) -> None:
+        """connect() latencies to a responder process in the tester namespace."""
+        responder = peer(lab.tst.netns, f"{name}-responder", lab.tst.ifname, port, count, *args)
         assert responder.stdout is not None
         ready = await trio.to_thread.run_sync(responder.stdout.readline)
         if ready.strip() != "ready":
-            raise RuntimeError(f"scapy responder did not start: {ready!r}")
-        lat = json.loads(await collect(peer(lab.iut.netns, "connect", tst_ip, 20002, size.scapy_connects)))
+            raise RuntimeError(f"{name} responder did not start: {ready!r}")
+        lat = json.loads(await collect(peer(lab.iut.netns, "connect", tst_ip, port, count)))
         await collect(responder)
-        res["scapy p50"].runs.append(percentile(lat, 0.5) / 1000)
-        res["scapy p99"].runs.append(percentile(lat, 0.99) / 1000)
+        label = {"raw": "minimal Python responder", "scapy": "scapy"}[name]
+        res[f"{label} p50"].runs.append(percentile(lat, 0.5) / 1000)
+        res[f"{label} p99"].runs.append(percentile(lat, 0.99) / 1000)
+
+    # The floor for any responder written in Python on this machine: a bare
+    # loop answering SYNs (the IUT's connect() still waits for one wakeup
+    # of another process, which the kernel's own listener never needs).
+    await against_responder("raw", 20003, size.connects, lab.alien_mac)
+    if use_scapy:
+        await against_responder("scapy", 20002, size.scapy_connects)
     return [r for r in res.values() if r.runs]
 
 
