@@ -120,17 +120,24 @@ async def test_a_failed_transition_names_it_and_the_state_found():
         assert driver.state is TcpState.FIN_WAIT_1
 
 
+async def kernel_pair(lab) -> tuple[trio.socket.SocketType, trio.socket.SocketType]:
+    """A kernel TCP connection from the IUT to a listener on the tester: (IUT socket, tester socket)."""
+    listener = await lab.tst.socket()
+    await listener.bind((str(lab.tst.ip), 20000))
+    listener.listen(1)
+    iut = await lab.iut.socket()
+    with trio.fail_after(5):
+        await iut.connect((str(lab.tst.ip), 20000))
+        tst, _ = await listener.accept()
+    listener.close()
+    return iut, tst
+
+
 @pytest.mark.parametrize("gateway", [True, False], ids=["gateway", "two-host"])
 async def test_break_and_repair_iut_to_tester(gateway):
     """With IUT->tester broken the IUT retransmits; after repair its data arrives."""
     async with open_lab(gateway=gateway, alien_neighbour=False) as lab:
-        listener = await lab.tst.socket()
-        await listener.bind((str(lab.tst.ip), 20000))
-        listener.listen(1)
-        iut = await lab.iut.socket()
-        with trio.fail_after(5):
-            await iut.connect((str(lab.tst.ip), 20000))
-            tst, _ = await listener.accept()
+        iut, tst = await kernel_pair(lab)
         await lab.break_path(Direction.IUT_TO_TST)
         await iut.send(b"held back")
         info = await wait_tcp_info(iut, lambda i: i.total_retrans >= 2, timeout=5, what="two retransmits")
@@ -144,13 +151,7 @@ async def test_break_and_repair_iut_to_tester(gateway):
 
 async def test_break_and_repair_tester_to_iut():
     async with open_lab(gateway=True, alien_neighbour=False) as lab:
-        listener = await lab.tst.socket()
-        await listener.bind((str(lab.tst.ip), 20000))
-        listener.listen(1)
-        iut = await lab.iut.socket()
-        with trio.fail_after(5):
-            await iut.connect((str(lab.tst.ip), 20000))
-            tst, _ = await listener.accept()
+        iut, tst = await kernel_pair(lab)
         await lab.break_path(Direction.TST_TO_IUT)
         await tst.send(b"to the iut")
         await wait_tcp_info(tst, lambda i: i.total_retrans >= 1, timeout=5, what="a retransmit")

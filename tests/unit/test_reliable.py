@@ -9,7 +9,7 @@ import pytest
 import trio
 
 import tcpemu
-from tcpemu import SERVER, MemoryLink, TcpFlags, UsageError
+from tcpemu import SERVER, MemoryLink, TcpFlags, TcpOption, UsageError
 from tcpemu.core import ConnectionCore
 from tcpemu.faults import FaultAction, FaultInjector, Faults
 from tcpemu.wire import Frame, Segment, build_frame, parse_frame_untrusted
@@ -117,7 +117,10 @@ def peer_frame(**kw) -> bytes:
     return build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, Segment(40000, 20000, **kw)))
 
 
-async def open_pair(engine: tcpemu.Engine, peer: MemoryLink) -> tuple[tcpemu.Connection, int]:
+async def open_pair(
+    engine: tcpemu.Engine, peer: MemoryLink, *, window: int = 60000, options: tuple[TcpOption, ...] = ()
+) -> tuple[tcpemu.Connection, int]:
+    """An established SERVER connection; the peer advertises ``window`` and its SYN carries ``options``."""
     conn = engine.connection(
         SERVER,
         local=(str(EMU_IP), 20000),
@@ -125,13 +128,13 @@ async def open_pair(engine: tcpemu.Engine, peer: MemoryLink) -> tuple[tcpemu.Con
         local_mac=EMU_MAC,
         remote_mac=PEER_MAC,
     )
-    peer.send(peer_frame(seq=IRS, ack=0, flags=S, window=60000))
+    peer.send(peer_frame(seq=IRS, ack=0, flags=S, window=window, options=options))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(conn.wait_open, 5)
         with trio.fail_after(5):
             await trio.lowlevel.wait_readable(peer.fileno())
         synack = (await frames_from(peer))[0]
-        peer.send(peer_frame(seq=IRS + 1, ack=synack.seq + 1, flags=A, window=60000))
+        peer.send(peer_frame(seq=IRS + 1, ack=synack.seq + 1, flags=A, window=window))
     return conn, synack.seq + 1
 
 
@@ -185,20 +188,7 @@ async def test_incoming_reorder_still_reassembles(autojump_clock):
 async def test_send_data_respects_the_peer_window_and_mss(autojump_clock):
     emu, peer = MemoryLink.pair()
     async with tcpemu.open_engine(link=emu, seed=1) as engine:
-        conn = engine.connection(
-            SERVER,
-            local=(str(EMU_IP), 20000),
-            remote=(str(PEER_IP), None),
-            local_mac=EMU_MAC,
-            remote_mac=PEER_MAC,
-        )
-        peer.send(peer_frame(seq=IRS, ack=0, flags=S, window=3000, options=(tcpemu.TcpOption.mss(1000),)))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(conn.wait_open, 5)
-            await trio.lowlevel.wait_readable(peer.fileno())
-            synack = (await frames_from(peer))[0]
-            peer.send(peer_frame(seq=IRS + 1, ack=synack.seq + 1, flags=A, window=3000))
-        snd = synack.seq + 1
+        conn, snd = await open_pair(engine, peer, window=3000, options=(TcpOption.mss(1000),))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn.send_data, bytes(5000))
             await trio.testing.wait_all_tasks_blocked()
