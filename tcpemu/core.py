@@ -478,11 +478,11 @@ class ConnectionCore:
         if self.dst_port is None:
             self.dst_port = seg.src_port
         fl = int(seg.flags)
-        if not fl & _SYN_FIN_RST and seg.seq == self.rcv_nxt:
-            msg = self.receive_predicted(
-                seg.seq, seg.ack, fl, seg.window, seg.urgent, seg.options, seg.payload, now
-            )
-            assert msg is not None
+        # the common case first; receive_predicted alone decides what it takes
+        msg = self.receive_predicted(
+            seg.seq, seg.ack, fl, seg.window, seg.urgent, seg.options, seg.payload, now
+        )
+        if msg is not None:
             return msg
         c = self._counters
         c.segments_received += 1
