@@ -286,8 +286,10 @@ class Connection:
         self._event(f"remote MAC learnt from the peer: {format_mac(mac)}")
 
     def _note_state(self, now: float | None = None) -> None:
-        self._event(f"state {self._traced_state.name} -> {self.core.state.name}", now)
-        self._traced_state = self.core.state
+        new = self.core.state
+        # _name_ is the plain attribute behind the .name property, at a fraction of its cost
+        self._event(f"state {self._traced_state._name_} -> {new._name_}", now)
+        self._traced_state = new
 
     def _event(self, text: str, now: float | None = None) -> None:
         """A line in the trace at ``now`` (default: the current time)."""
@@ -819,6 +821,9 @@ class Listener:
         self.local_port = local_port
         self.local_mac = local_mac
         self._window, self._mss, self._max_queue = window, mss, max_queue
+        # every connection's core is forked from this one: the arguments are
+        # checked here, once, and not again for each SYN
+        self._prototype = self._new_prototype()
         self.backlog = backlog
         self.auto_open = auto_open
         self._handshaking: set[Connection] = set()
@@ -841,6 +846,20 @@ class Listener:
         self._changed.set()
         self._changed = trio.Event()
 
+    def _new_prototype(self) -> ConnectionCore:
+        engine = self._engine
+        return ConnectionCore(
+            Mode.SERVER,
+            src_port=self.local_port,
+            dst_port=None,
+            isn=0,
+            window=self._window,
+            mss=self._mss,
+            max_queue=self._max_queue,
+            reliable=engine.reliable,
+            rto=engine.rto,
+        )
+
     def _spawn(self, frame: bytes, fkey: bytes, lkey: bytes) -> Connection | None:
         self._syns += 1
         if len(self._ready) + len(self._handshaking) >= self.backlog:
@@ -855,20 +874,13 @@ class Listener:
                 )
             return None
         n = len(lkey) - 2
-        remote_ip = ipaddress.ip_address(fkey[:n])
-        (remote_port,) = struct.unpack_from("!H", fkey, 2 * n)
         engine = self._engine
-        core = ConnectionCore(
-            Mode.SERVER,
-            src_port=self.local_port,
-            dst_port=remote_port,
-            isn=engine._rng.getrandbits(32),
-            window=self._window,
-            mss=self._mss,
-            max_queue=self._max_queue,
-            reliable=engine.reliable,
-            rto=engine.rto,
-        )
+        remote_ip = engine._address(fkey[:n])
+        (remote_port,) = struct.unpack_from("!H", fkey, 2 * n)
+        proto = self._prototype
+        if proto.reliable != engine.reliable or proto.rto != engine.rto:
+            proto = self._prototype = self._new_prototype()  # the engine's settings were changed
+        core = proto.fork(dst_port=remote_port, isn=engine._rng.getrandbits(32))
         engine._label_seq += 1
         conn = Connection(
             engine,
@@ -905,17 +917,21 @@ class Listener:
 
     async def accept(self, timeout: float | None = None) -> Connection:
         """The next connection; established when ``auto_open``, else answer it with ``wait_open``."""
-        deadline = math.inf if timeout is None else trio.current_time() + timeout
-        with trio.move_on_at(deadline):
-            while True:
-                try:
-                    return self.accept_nowait()
-                except WouldBlock:
-                    await self._changed.wait()
+        if timeout is None:
+            return await self._accept()  # no cancel scope of our own to enter and leave
+        with trio.move_on_at(trio.current_time() + timeout):
+            return await self._accept()
         raise TcpemuTimeoutError(
             f"accept on {self.local_ip}:{self.local_port}: no connection within {timeout} s "
             f"({self._syns} SYNs seen, {len(self._handshaking)} handshakes unfinished)"
         )
+
+    async def _accept(self) -> Connection:
+        while True:
+            try:
+                return self.accept_nowait()
+            except WouldBlock:
+                await self._changed.wait()
 
     def accept_nowait(self) -> Connection:
         if self._closed:
@@ -1007,6 +1023,7 @@ class Engine:
         self._filtered: frozenset[IPAddress] | None = None
         self._outbox: list[bytes] | None = None
         self._templates: dict[tuple[bytes, bytes, bytes, bytes], FrameTemplate] = {}
+        self._addresses: dict[bytes, IPAddress] = {}
         self._tx_batches = 0
         self._busy_poll = busy_poll
         self._frames_received = 0
@@ -1228,6 +1245,15 @@ class Engine:
             template = self._templates[key] = FrameTemplate(local_mac, remote_mac, local_ip, remote_ip)
         return template
 
+    def _address(self, packed: bytes) -> IPAddress:
+        """The address object of packed bytes from a frame, bounded like a cache."""
+        addr = self._addresses.get(packed)
+        if addr is None:
+            if len(self._addresses) >= 1024:
+                self._addresses.clear()
+            addr = self._addresses[packed] = ipaddress.ip_address(packed)
+        return addr
+
     def _register(self, conn: Connection, table: dict[bytes, Connection], key: bytes) -> None:
         """Make ``conn`` the pump's target for ``key``; the counterpart of :meth:`_unregister`."""
         table[key] = conn
@@ -1353,9 +1379,10 @@ class Engine:
 
     def _send_segment(self, conn: Connection, seg: Segment, note: str = "") -> None:
         data = conn._template.build(seg)
-        conn._trace.append((trio.current_time() - self._t0, ">", seg))
+        now = trio.current_time()
+        conn._trace.append((now - self._t0, ">", seg))
         if conn.core.state is not conn._traced_state:
-            conn._note_state()
+            conn._note_state(now)
         if conn.core.reliable:
             self._kick_timers(conn.core.next_deadline())
         faults = conn.faults_out or self.faults_out
@@ -1465,16 +1492,16 @@ class Engine:
         about it goes from its header fields straight to the core; the rest
         is parsed and takes :meth:`_deliver`.  The result is the same."""
         _, seq, ack, flags, window, urgent, options, payload, start, end = fields
-        if (
-            conn._listener is None
-            and conn.remote_mac is not _UNKNOWN_MAC
-            and ((faults := conn.faults_in or self.faults_in) is NO_FAULTS or not faults.any)
+        if conn.remote_mac is not _UNKNOWN_MAC and (
+            (faults := conn.faults_in or self.faults_in) is NO_FAULTS or not faults.any
         ):
             overflows = conn.core._counters.queue_overflows
             msg = conn.core.receive_predicted(seq, ack, flags, window, urgent, options, payload, now)
             if msg is not None:
                 self._predicted_count += 1
                 self._received(conn, msg, overflows, now)
+                if conn._listener is not None:  # the handshake's ACK, most often
+                    conn._listener._progress(conn, now)
                 if trace_log.isEnabledFor(logging.DEBUG):
                     self._log_received(conn, parse_tcp_untrusted(frame, start, end), msg, now)
                 return conn

@@ -18,6 +18,7 @@ and out-of-order data is kept and reassembled.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import struct
 from collections import deque
@@ -80,6 +81,11 @@ class TcpState(enum.Enum):
     LAST_ACK = "LAST-ACK"
     TIME_WAIT = "TIME-WAIT"
 
+    # Members are singletons compared by identity: hash them so too.  Enum's
+    # own __hash__ is Python code, and TRANSITIONS is looked up by (state,
+    # event) for most segments.
+    __hash__ = object.__hash__
+
     @classmethod
     def from_linux(cls, tcpi_state: int) -> TcpState:
         """Map Linux ``tcpi_state`` (include/net/tcp_states.h) to the RFC state."""
@@ -139,6 +145,8 @@ class StateEvent(enum.Enum):
     SEND_RST = "send RST"
     RECV_RST = "receive RST"
     TIME_WAIT_DONE = "2MSL timeout"
+
+    __hash__ = object.__hash__  # as TcpState's
 
 
 S, E = TcpState, StateEvent
@@ -419,6 +427,31 @@ class ConnectionCore:
         self._rto_deadline: float | None = None
         self._backoff = 1
         self._now = 0.0
+
+    def fork(self, *, dst_port: int, isn: int) -> ConnectionCore:
+        """A new core with this one's settings, for a listener's next connection.
+
+        This core is the listener's prototype and must be as made (nothing
+        received or sent): the copy skips the argument checks that
+        :meth:`__init__` already made for it, which is most of the cost of
+        a new connection.  ``dst_port`` and ``isn`` come from the peer's SYN
+        and the random source, so they are taken as they are (a SYN from
+        port 0 makes a connection to port 0: remote data, not misuse).
+        """
+        if self.syn_got or self.syn_sent or self._counters.segments_received or self._counters.segments_sent:
+            raise UsageError("fork needs an unused core (as made): this one has received or sent")
+        new = object.__new__(ConnectionCore)
+        state = self.__dict__.copy()
+        # every mutable member afresh (tests/unit/test_core.py checks that none is shared)
+        state["_queue"] = deque()
+        state["_stream"] = bytearray()
+        state["_ooo"] = _OutOfOrder()
+        state["_counters"] = _Counters()
+        state["_unacked"] = deque() if self.reliable else ()
+        state["dst_port"] = dst_port
+        state["iss"] = state["snd_nxt"] = state["snd_una"] = isn
+        new.__dict__ = state
+        return new
 
     # ------------------------------------------------------------------ state
 
@@ -729,13 +762,16 @@ class ConnectionCore:
 
     def discard_handshake(self) -> int:
         """Drop queued SYNs and pure ACKs: what the handshake consumed.  Returns how many."""
-        keep = deque(
+        q = self._queue
+        keep = [
             m
-            for m in self._queue
+            for m in q
             if not (int(m.flags) & _F_SYN or (not m.payload and int(m.flags) & _HANDSHAKE_ONLY == _F_ACK))
-        )
-        dropped = len(self._queue) - len(keep)
-        self._queue = keep
+        ]
+        dropped = len(q) - len(keep)
+        if dropped:  # the same deque, refilled: a new one costs ~600 bytes
+            q.clear()
+            q.extend(keep)
         return dropped
 
     def pop_message_nowait(self, *, skip_retransmits: bool = False) -> Message:
@@ -919,13 +955,13 @@ class ConnectionCore:
         tsval = self._tsval(now)
         tsecr = self.ts_recent or 0
         self.last_tsval_sent, self.last_tsecr_sent = tsval, tsecr
-        return TcpOption(_K_TIMESTAMP, _TS.pack(tsval, tsecr))
+        return _new_tuple(TcpOption, (_K_TIMESTAMP, _TS.pack(tsval, tsecr)))
 
     def _syn_options(self, now: float | None) -> tuple[TcpOption, ...]:
         """MSS, SACK-permitted, timestamps, window scale, as Linux orders them."""
         opts: list[TcpOption] = []
         if self.mss is not None:
-            opts.append(TcpOption.mss(self.mss))
+            opts.append(_mss_option(self.mss))
         answering = self.syn_got  # a SYN-ACK offers only what the peer offered
         if self.sack and (not answering or self.peer_sack_permitted):
             opts.append(TcpOption.sack_permitted())
@@ -1110,6 +1146,12 @@ _F_PSH: Final = 0x08
 _F_ACK: Final = 0x10
 _SYN_FIN_RST: Final = _F_SYN | _F_FIN | _F_RST
 _HANDSHAKE_ONLY: Final = _F_ACK | _F_FIN | _F_RST | _F_SYN | int(TcpFlags.URG)
+
+
+@functools.lru_cache(maxsize=64)
+def _mss_option(mss: int) -> TcpOption:
+    """One option object per MSS value: every SYN-ACK of a listener carries the same."""
+    return TcpOption.mss(mss)
 
 
 def _worth_logging(count: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import enum
 import pathlib
 import random
 
@@ -96,6 +97,34 @@ class TestListen:
         expect(core, 1.0, seg(IRS, flags=S), SegmentKind.RETRANSMIT)
         expect(core, 1.0, seg(IRS + 99, flags=S), SegmentKind.UNEXPECTED)
         assert core.next_ackn == IRS + 1
+
+    @pytest.mark.parametrize("reliable", [False, True])
+    def test_fork_is_a_fresh_core_that_shares_nothing_mutable(self, reliable):
+        kw = dict(window=30_000, mss=1400, max_queue=9, reliable=reliable, rto=0.5, sack=True, wscale=3)
+        proto = ConnectionCore(SERVER, src_port=20000, dst_port=None, isn=0, **kw)
+        fork = proto.fork(dst_port=40000, isn=ISS)
+        made = ConnectionCore(SERVER, src_port=20000, dst_port=40000, isn=ISS, **kw)
+        immutable = (int, float, str, bytes, tuple, frozenset, type(None), enum.Enum)
+        assert set(vars(fork)) == set(vars(made))
+        for name, value in vars(fork).items():
+            if not isinstance(value, immutable):
+                assert value is not getattr(proto, name), f"{name} is shared with the prototype"
+                assert type(value) is type(getattr(made, name)) and value == getattr(made, name), name
+            else:
+                assert value == getattr(made, name), name
+        # two forks live independent lives, and the prototype stays unused
+        other = proto.fork(dst_port=40001, isn=ISS + 7)
+        fork.receive(seg(IRS, flags=S, payload=b"x"), 0.0)
+        fork.syn_ack(0.0)
+        assert fork.state is TcpState.SYN_RECEIVED and fork.stream_available() == 1
+        assert other.state is proto.state is TcpState.LISTEN
+        assert other.stream_available() == proto.stream_available() == 0
+        assert other.statistics().segments_received == proto.statistics().segments_received == 0
+        assert proto.pending() == other.pending() == 0 and other.next_seqn == ISS + 7
+
+    def test_fork_of_a_used_core_is_local_misuse(self):
+        with pytest.raises(UsageError, match="fork needs an unused core"):
+            syn_received().fork(dst_port=40000, isn=ISS)
 
 
 # ------------------------------------------------------------- SYN-SENT

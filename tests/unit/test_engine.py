@@ -374,6 +374,74 @@ async def test_listener_answers_syns_from_the_pump_and_hands_out_connections(eng
     assert listener.statistics().accepted == 1
 
 
+async def test_listener_handshake_ack_takes_header_prediction(engine_and_peer):
+    engine, peer = engine_and_peer
+    listener = engine.listen((str(EMU_IP), EMU_PORT), local_mac=EMU_MAC, window=30_000)
+    linux_syn = (
+        TcpOption.mss(1460),
+        TcpOption.sack_permitted(),
+        TcpOption.timestamps(100, 0),
+        TcpOption(1),
+        TcpOption.wscale(7),
+    )
+    peer.send(7000, flags=S, options=linux_syn)
+    synack = await peer.expect()
+    assert synack.flags == S | A and synack.option(8).value() == (0, 100)  # echoes the SYN's TSval
+    assert engine.statistics().frames_predicted == 0  # a SYN never is
+    accepting = trio.Event()
+    got: list[tcpemu.Connection] = []
+
+    async def accept() -> None:
+        accepting.set()
+        got.append(await listener.accept())  # no timeout: no cancel scope of its own
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(accept)
+        await accepting.wait()
+        peer.send(7001, synack.seq + 1, options=(TcpOption(1), TcpOption(1), TcpOption.timestamps(101, 0)))
+    (conn,) = got
+    assert engine.statistics().frames_predicted == 1  # the handshake's ACK
+    assert conn.state is TcpState.ESTABLISHED and conn.statistics().queued_messages == 0
+    # the SYN-ACK offered no window scale (listen() has none), so the window stays unscaled
+    assert (conn.core.last_tsval_got, conn.core.ts_recent, conn.last_win_got) == (101, 101, 1000)
+    assert listener.statistics().waiting == 0 and listener.statistics().accepted == 1
+    await conn.send_msg(b"hi")
+    out = await peer.expect()
+    assert out.payload == b"hi" and out.option(8).value()[1] == 101
+
+
+async def test_a_syn_from_port_0_makes_a_connection_and_the_pump_goes_on(engine_and_peer):
+    # remote data, not local misuse: it must not reach the core's argument checks
+    engine, peer = engine_and_peer
+    listener = engine.listen((str(EMU_IP), EMU_PORT), local_mac=EMU_MAC)
+    for port in (0, 40000):
+        seg = Segment(port, EMU_PORT, 100, 0, S, 1000)
+        peer.link.send(build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, seg)))
+        synack = await peer.expect()
+        assert synack.dst_port == port and synack.flags == S | A
+        seg = Segment(port, EMU_PORT, 101, synack.seq + 1, A, 1000)
+        peer.link.send(build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, seg)))
+        conn = await listener.accept(timeout=1)
+        assert conn.remote == (str(PEER_IP), port) and conn.state is TcpState.ESTABLISHED
+    assert engine._broken is None and listener.statistics().accepted == 2
+
+
+async def test_listener_connections_follow_the_engine_settings_of_their_syn(engine_and_peer):
+    engine, peer = engine_and_peer
+    listener = engine.listen((str(EMU_IP), EMU_PORT), local_mac=EMU_MAC)
+    got = []
+    for port, reliable, rto in ((40001, False, 0.2), (40002, True, 0.7)):
+        engine.reliable, engine.rto = reliable, rto  # changed after listen(): the next SYN sees it
+        seg = Segment(port, EMU_PORT, 100, 0, S, 1000)
+        peer.link.send(build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, seg)))
+        synack = await peer.expect()
+        seg = Segment(port, EMU_PORT, 101, synack.seq + 1, A, 1000)
+        peer.link.send(build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, seg)))
+        conn = await listener.accept(timeout=1)
+        got.append((conn.remote[1], conn.core.reliable, conn.core.rto))
+    assert got == [(40001, False, 0.2), (40002, True, 0.7)]
+
+
 async def test_listener_backlog_overflow_is_counted(engine_and_peer, caplog):
     engine, peer = engine_and_peer
     listener = engine.listen((str(EMU_IP), EMU_PORT), local_mac=EMU_MAC, backlog=2)

@@ -168,7 +168,7 @@ def hostile_frames(draw):
     tcp = (
         struct.pack(
             "!HHIIHHHH",
-            40000,
+            draw(st.sampled_from([40000, 0, 65535])),  # port 0 is data too: a SYN from it makes a connection
             draw(st.sampled_from([20000, 21000, 1])),
             draw(st.integers(0, 2**32 - 1)),
             draw(st.integers(0, 2**32 - 1)),

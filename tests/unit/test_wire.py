@@ -150,6 +150,75 @@ def test_options_round_trip_and_values():
     assert str(back[0]) == "TS val 1 ecr 2"
 
 
+LINUX_SYN_OPTIONS = st.builds(
+    lambda mss, tsval, tsecr, ws: encode_options(
+        [
+            TcpOption.mss(mss),
+            TcpOption.sack_permitted(),
+            TcpOption.timestamps(tsval, tsecr),
+            TcpOption(OptionKind.NOP),
+            TcpOption.wscale(ws),
+        ]
+    ),
+    st.integers(0, 0xFFFF),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 255),
+)
+NOP_NOP_TS = st.builds(
+    lambda tsval, tsecr: encode_options([TcpOption(1), TcpOption(1), TcpOption.timestamps(tsval, tsecr)]),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        LINUX_SYN_OPTIONS,
+        NOP_NOP_TS,
+        # the shapes with one byte changed, and any bytes of their lengths
+        st.tuples(st.one_of(LINUX_SYN_OPTIONS, NOP_NOP_TS), st.integers(0, 19), st.integers(0, 255)).map(
+            lambda t: t[0][: t[1] % len(t[0])] + bytes([t[2]]) + t[0][t[1] % len(t[0]) + 1 :]
+        ),
+        st.binary(min_size=12, max_size=12),
+        st.binary(min_size=20, max_size=20),
+    )
+)
+def test_option_shapes_read_at_fixed_offsets_equal_the_loop(raw):
+    from tcpemu.wire import _decode_options
+
+    try:
+        slow: tuple[TcpOption, ...] | str = _decode_options(raw)
+    except MalformedFrameError as exc:
+        slow = exc.reason
+    try:
+        fast: tuple[TcpOption, ...] | str = decode_options_untrusted(raw)
+    except MalformedFrameError as exc:
+        fast = exc.reason
+    assert fast == slow
+    if not isinstance(fast, str):
+        assert [type(o) for o in fast] == [TcpOption] * len(fast)
+        assert [type(o.data) for o in fast] == [bytes] * len(fast)
+
+
+def test_linux_option_shapes_decode_to_their_values():
+    syn = encode_options(
+        [
+            TcpOption.mss(1460),
+            TcpOption.sack_permitted(),
+            TcpOption.timestamps(7, 0),
+            TcpOption(OptionKind.NOP),
+            TcpOption.wscale(7),
+        ]
+    )
+    opts = decode_options_untrusted(memoryview(syn))  # a view, as a ring slot gives it
+    assert [o.kind for o in opts] == [2, 4, 8, 1, 3]
+    assert (opts[0].value(), opts[2].value(), opts[4].value()) == (1460, (7, 0), 7)
+    ts = decode_options_untrusted(b"\x01\x01\x08\x0a" + struct.pack("!II", 5, 6))
+    assert [o.kind for o in ts] == [1, 1, 8] and ts[2].value() == (5, 6)
+
+
 def test_options_too_long_is_a_usage_error():
     with pytest.raises(UsageError, match="at most 40"):
         encode_options([TcpOption.timestamps(1, 2)] * 5)
