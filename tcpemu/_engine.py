@@ -1386,7 +1386,7 @@ class Engine:
         if conn.core.reliable:
             self._kick_timers(conn.core.next_deadline())
         faults = conn.faults_out or self.faults_out
-        if faults.any:
+        if faults is not NO_FAULTS and faults.any:  # the sentinel first: .any is a property
             action, hold = self._injector.decide(faults)
             if action is not FaultAction.PASS:
                 self._faults[f"out-{action.value}"] += 1
@@ -1514,7 +1514,7 @@ class Engine:
         if conn.remote_mac is _UNKNOWN_MAC:
             conn._learn_mac(frame[6:12])
         faults = conn.faults_in or self.faults_in
-        if faults.any and not replay:
+        if faults is not NO_FAULTS and faults.any and not replay:
             action, hold = self._injector.decide(faults)
             if action is not FaultAction.PASS:
                 self._faults[f"in-{action.value}"] += 1

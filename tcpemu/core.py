@@ -762,16 +762,13 @@ class ConnectionCore:
 
     def discard_handshake(self) -> int:
         """Drop queued SYNs and pure ACKs: what the handshake consumed.  Returns how many."""
-        q = self._queue
-        keep = [
+        keep = deque(
             m
-            for m in q
+            for m in self._queue
             if not (int(m.flags) & _F_SYN or (not m.payload and int(m.flags) & _HANDSHAKE_ONLY == _F_ACK))
-        ]
-        dropped = len(q) - len(keep)
-        if dropped:  # the same deque, refilled: a new one costs ~600 bytes
-            q.clear()
-            q.extend(keep)
+        )
+        dropped = len(self._queue) - len(keep)
+        self._queue = keep
         return dropped
 
     def pop_message_nowait(self, *, skip_retransmits: bool = False) -> Message:
