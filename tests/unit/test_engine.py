@@ -26,6 +26,7 @@ from tcpemu import (
     UsageError,
     WouldBlock,
 )
+from tcpemu._engine import BATCH, FAIR_BATCHES
 from tcpemu.wire import FLAGS, Frame, Segment, TcpOption, build_frame, parse_frame_untrusted
 
 PEER_IP, EMU_IP = ipaddress.ip_address("198.18.0.1"), ipaddress.ip_address("198.18.0.2")
@@ -440,6 +441,29 @@ async def test_listener_connections_follow_the_engine_settings_of_their_syn(engi
         conn = await listener.accept(timeout=1)
         got.append((conn.remote[1], conn.core.reliable, conn.core.rto))
     assert got == [(40001, False, 0.2), (40002, True, 0.7)]
+
+
+async def test_a_backlog_that_never_empties_does_not_starve_other_tasks(engine_and_peer):
+    engine, peer = engine_and_peer
+    engine.listen((str(EMU_IP), EMU_PORT), local_mac=EMU_MAC)  # puts EMU_IP in the filter
+    stray = build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, Segment(PEER_PORT, 1, 5, 0, A, 1000)))
+    n = 5 * FAIR_BATCHES * BATCH
+    peer.link.send_batch([stray] * n)  # all queued before the pump wakes
+    seen: list[int] = []
+
+    async def watch() -> None:
+        while (got := engine.statistics().frames_received) < n:
+            seen.append(got)
+            await trio.lowlevel.checkpoint()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+    # the watcher ran between the pump's runs of full batches, not only before and after
+    between = sorted({s for s in seen if 0 < s < n})
+    assert len(between) >= 2, seen
+    assert all(s % (FAIR_BATCHES * BATCH) == 0 for s in between), between
+    assert engine.statistics().frames_unmatched == n
 
 
 async def test_listener_backlog_overflow_is_counted(engine_and_peer, caplog):
