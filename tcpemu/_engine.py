@@ -40,7 +40,7 @@ from ._errors import (
     WouldBlock,
 )
 from ._io import FrameLink, PacketLink, PacketRing
-from ._trace import format_segment
+from ._trace import format_fields, format_segment
 from .capture import INBOUND, OUTBOUND, PcapngWriter
 from .core import (
     AUTO,
@@ -66,6 +66,7 @@ from .wire import (
     TcpOption,
     build_frame,
     classify_untrusted,
+    decode_options_untrusted,
     encode_options,
     flow_key,
     format_mac,
@@ -82,6 +83,24 @@ trace_log = logging.getLogger("tcpemu.trace")
 
 T = TypeVar("T")
 BATCH: Final = 256
+# A connection's trace keeps, per segment, (time, "<" or ">", seq, ack, flags,
+# window, option bytes, payload length, note), and per event (time, "!",
+# text): numbers, strings and bytes only, so that the collector stops
+# walking a record after its first pass (a deep trace of Messages and
+# TcpOptions, which it walks for ever, made every full collection long),
+# and without the payload (1,000 full segments are 1.4 MB per connection).
+TraceRecord = tuple[object, ...]
+_EXPECTED: Final = SegmentKind.EXPECTED  # a global: quicker than the member looked up on its class
+
+
+def _sent_record(t: float, seg: Segment, frame: bytes) -> TraceRecord:
+    """The record of a segment sent in ``frame``, built by a template (no IP
+    options or IPv6 extension headers)."""
+    tcp = 34 if frame[12:14] == b"\x08\x00" else 54
+    options = frame[tcp + 20 : tcp + (frame[tcp + 12] >> 4) * 4]
+    return (t, ">", seg.seq, seg.ack, int(seg.flags), seg.window, options, len(seg.payload), "")
+
+
 # Full batches read back to back before the pump lets other tasks run: under
 # a backlog that never empties (~5 ms of frames) the test's own tasks still
 # get their turn, and a pump that empties its ring pays nothing for it.
@@ -154,8 +173,8 @@ class Connection:
         self._listener: Listener | None = None
         self._key: tuple[dict[bytes, Connection], bytes] | None = None
         self._resolve_first = False
-        # (time, ">" or "<" or "!", Segment | Message | str): formatted only when asked
-        self._trace: deque[tuple[float, str, object]] = deque(maxlen=engine._trace_depth)
+        # TraceRecords: numbers, strings and bytes, formatted only when asked
+        self._trace: deque[TraceRecord] = deque(maxlen=engine._trace_depth)
         self._traced_state = core.state
         self.faults_out: Faults | None = None
         """Faults applied to this connection's outgoing frames (None: the engine's)."""
@@ -254,33 +273,32 @@ class Connection:
         """
         lines = []
         core = self.core
-        for t, kind, item in self._trace:
+        for t, kind, *rest in self._trace:
             if kind == "!":
-                lines.append(f"{t:10.6f} {self.label}! {item}")
-            elif kind == ">":
-                sent: Segment = item  # type: ignore[assignment]
-                lines.append(
-                    format_segment(
-                        sent, time=t, outgoing=True, seq_base=core.iss, ack_base=core.irs, label=self.label
-                    )
+                lines.append(f"{t:10.6f} {self.label}! {rest[0]}")
+                continue
+            seq, ack, flags, window, raw_options, length, note = rest
+            outgoing = kind == ">"
+            try:
+                options = decode_options_untrusted(raw_options)
+            except MalformedFrameError:  # sent on purpose by the test, or a hostile peer
+                options, note = (), f"{note} options {raw_options.hex()}".strip()
+            lines.append(
+                format_fields(
+                    seq,
+                    ack,
+                    flags,
+                    window,
+                    options,
+                    length,
+                    time=t,
+                    outgoing=outgoing,
+                    seq_base=core.iss if outgoing else core.irs,
+                    ack_base=core.irs if outgoing else core.iss,
+                    label=self.label,
+                    note=note,
                 )
-            else:
-                msg: Message = item  # type: ignore[assignment]
-                seg = Segment(
-                    0, 0, msg.seq, msg.ack, msg.flags, msg.window, msg.urgent, msg.options, msg.payload
-                )
-                note = "" if msg.kind is SegmentKind.EXPECTED else msg.kind.value
-                lines.append(
-                    format_segment(
-                        seg,
-                        time=t,
-                        outgoing=False,
-                        seq_base=core.irs,
-                        ack_base=core.iss,
-                        label=self.label,
-                        note=note,
-                    )
-                )
+            )
         return lines
 
     def _learn_mac(self, mac: bytes) -> None:
@@ -589,7 +607,11 @@ class Connection:
             frame = spec.encode(self)
             seg = spec.as_segment(self)
             self.core._record_sent(seg, advance=False)
-            self._trace.append((trio.current_time() - self._engine._t0, ">", seg))
+            t = trio.current_time() - self._engine._t0
+            options = encode_options(seg.options)  # the spec's frame may carry any data offset
+            self._trace.append(
+                (t, ">", seg.seq, seg.ack, int(seg.flags), seg.window, options, len(seg.payload), "")
+            )
             self._engine._transmit([frame])
             frames.append(frame)
         await trio.lowlevel.checkpoint()
@@ -1384,7 +1406,7 @@ class Engine:
     def _send_segment(self, conn: Connection, seg: Segment, note: str = "") -> None:
         data = conn._template.build(seg)
         now = trio.current_time()
-        conn._trace.append((now - self._t0, ">", seg))
+        conn._trace.append(_sent_record(now - self._t0, seg, data))
         if conn.core.state is not conn._traced_state:
             conn._note_state(now)
         if conn.core.reliable:
@@ -1486,7 +1508,7 @@ class Engine:
             del self._listeners[lkey]
             self._conns[fkey] = conn
             conn._key = (self._conns, fkey)
-        return self._deliver(conn, seg, frame, now, replay)
+        return self._deliver(conn, seg, frame, start, now, replay)
 
     def _predicted(
         self, conn: Connection, fields: PredictedFields, frame: bytes, now: float, replay: bool
@@ -1503,16 +1525,18 @@ class Engine:
             msg = conn.core.receive_predicted(seq, ack, flags, window, urgent, options, payload, now)
             if msg is not None:
                 self._predicted_count += 1
-                self._received(conn, msg, overflows, now)
+                raw_options = frame[start + 20 : end - len(payload)] if options else b""
+                record = (now - self._t0, "<", seq, ack, flags, window, raw_options, len(payload), "")
+                self._received(conn, msg, record, overflows, now)
                 if conn._listener is not None:  # the handshake's ACK, most often
                     conn._listener._progress(conn, now)
                 if trace_log.isEnabledFor(logging.DEBUG):
                     self._log_received(conn, parse_tcp_untrusted(frame, start, end), msg, now)
                 return conn
-        return self._deliver(conn, parse_tcp_untrusted(frame, start, end), frame, now, replay)
+        return self._deliver(conn, parse_tcp_untrusted(frame, start, end), frame, start, now, replay)
 
     def _deliver(
-        self, conn: Connection, seg: Segment, frame: bytes, now: float, replay: bool
+        self, conn: Connection, seg: Segment, frame: bytes, start: int, now: float, replay: bool
     ) -> Connection | None:
         """A parsed segment for ``conn``: faults, the core, then the listener's part."""
         if conn.remote_mac is _UNKNOWN_MAC:
@@ -1532,7 +1556,20 @@ class Engine:
                     return None
         overflows = conn.core._counters.queue_overflows
         msg = conn.core.receive(seg, now)
-        self._received(conn, msg, overflows, now)
+        note = "" if msg.kind is _EXPECTED else msg.kind._value_  # the plain attribute: .value is slow
+        raw_options = frame[start + 20 : start + (seg.data_offset or 20)]
+        record = (
+            now - self._t0,
+            "<",
+            seg.seq,
+            seg.ack,
+            int(seg.flags),
+            seg.window,
+            raw_options,
+            len(seg.payload),
+            note,
+        )
+        self._received(conn, msg, record, overflows, now)
         if conn._listener is not None:
             conn._listener._progress(conn, now)
         if trace_log.isEnabledFor(logging.DEBUG):
@@ -1552,10 +1589,12 @@ class Engine:
             )
         )
 
-    def _received(self, conn: Connection, msg: Message, overflows: int, now: float) -> None:
+    def _received(
+        self, conn: Connection, msg: Message, record: TraceRecord, overflows: int, now: float
+    ) -> None:
         """The engine's part after the core took a segment: trace, state, overflow, timers."""
         conn._last_msg = msg
-        conn._trace.append((now - self._t0, "<", msg))
+        conn._trace.append(record)
         core = conn.core
         if core.state is not conn._traced_state:
             conn._note_state(now)

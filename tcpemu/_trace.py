@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from .core import seq_diff
-from .wire import Segment, TcpFlags
+from .wire import FLAGS, Segment, TcpFlags, TcpOption
+
+_ACK = int(TcpFlags.ACK)
 
 
 def _rel(value: int, base: int | None) -> int:
@@ -24,14 +26,46 @@ def format_segment(
 
     seq is relative to the sender's ISN, ack to the receiver's (when known).
     """
-    n = len(seg.payload)
-    s = _rel(seg.seq, seq_base)
-    line = f"{time:10.6f} {label}{'>' if outgoing else '<'} {seg.flags.short():<3} {s}:{s + n}({n})"
-    if seg.flags & TcpFlags.ACK:
-        line += f" ack {_rel(seg.ack, ack_base)}"
-    line += f" win {seg.window}"
-    if seg.options:
-        line += " <" + ", ".join(str(o) for o in seg.options) + ">"
+    return format_fields(
+        seg.seq,
+        seg.ack,
+        int(seg.flags),
+        seg.window,
+        seg.options,
+        len(seg.payload),
+        time=time,
+        outgoing=outgoing,
+        seq_base=seq_base,
+        ack_base=ack_base,
+        label=label,
+        note=note,
+    )
+
+
+def format_fields(
+    seq: int,
+    ack: int,
+    flags: int,
+    window: int,
+    options: tuple[TcpOption, ...],
+    length: int,
+    *,
+    time: float,
+    outgoing: bool,
+    seq_base: int | None,
+    ack_base: int | None,
+    label: str = "",
+    note: str = "",
+) -> str:
+    """:func:`format_segment` from the fields a connection's trace keeps."""
+    s = _rel(seq, seq_base)
+    short = (FLAGS[flags] if flags < 512 else TcpFlags(flags)).short()
+    line = f"{time:10.6f} {label}{'>' if outgoing else '<'} {short:<3} {s}:{s + length}({length})"
+    if flags & _ACK:
+        line += f" ack {_rel(ack, ack_base)}"
+    line += f" win {window}"
+    if options:
+        line += " <" + ", ".join(str(o) for o in options) + ">"
     if note:
         line += f" [{note}]"
     return line

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import gc
 import ipaddress
 import logging
 import os
+from unittest import mock
 
 import pytest
 import trio
@@ -25,6 +27,7 @@ from tcpemu import (
     TcpState,
     UsageError,
     WouldBlock,
+    _engine,
 )
 from tcpemu._engine import BATCH, FAIR_BATCHES
 from tcpemu.wire import FLAGS, Frame, Segment, TcpOption, build_frame, parse_frame_untrusted
@@ -546,6 +549,44 @@ async def test_header_prediction_takes_segments_as_the_full_path_does(engine_and
     assert core.read_stream() == replica.read_stream() == b"zzu"  # what reading a message at a time left
     # the four in order without SYN/FIN/RST took the predicted path; the other three were parsed
     assert engine.statistics().frames_predicted - predicted_before == 4
+
+
+async def test_the_trace_reads_the_same_either_path_and_keeps_no_payload(autojump_clock):
+    ts = (TcpOption(1), TcpOption(1), TcpOption.timestamps(100, 0))
+    traces, predicted = [], []
+    for fast_path in (_engine.predict_untrusted, lambda frame: None):  # prediction on, then off
+        emu, peer_link = MemoryLink.pair()
+        with mock.patch.object(_engine, "predict_untrusted", fast_path):
+            async with tcpemu.open_engine(link=emu, seed=42) as engine:
+                peer = Peer(peer_link)
+                conn, snd = await open_server(engine, peer)
+                for seq, flags, payload, options in (
+                    (7001, A | P, b"a" * 1400, ts),
+                    (8501, A, b"", ()),  # ahead: out of order
+                    (7001, A, b"b" * 1400, ()),  # behind: a retransmit
+                    (8401, F | A, b"", ts),
+                ):
+                    peer.send(seq, snd, flags, payload, options=options)
+                await conn.wait_until(lambda c: c.fin_got, timeout=1)
+                predicted.append(engine.statistics().frames_predicted)
+                gc.collect()
+                records = list(conn._trace)
+                # numbers, strings and option bytes: after one pass the collector
+                # never walks them again, and no payload is kept
+                assert not any(gc.is_tracked(r) for r in records)
+                assert all(type(x) in (int, float, str, bytes) for r in records for x in r)
+                assert max(len(x) for r in records for x in r if type(x) is bytes) <= 40
+                traces.append([line.split(None, 1)[1] for line in conn.trace()])  # without the time
+        peer_link.close()
+    assert predicted[0] > 0 and predicted[1] == 0
+    assert traces[0] == traces[1]
+    received = [line for line in traces[0] if line.startswith("c1 <")]
+    assert received[-4:] == [
+        "c1 < P.  1:1401(1400) ack 1 win 1000 <nop, nop, TS val 100 ecr 0>",
+        "c1 < .   1501:1501(0) ack 1 win 1000 [out-of-order]",
+        "c1 < .   1:1401(1400) ack 1 win 1000 [retransmit]",
+        "c1 < F.  1401:1401(0) ack 1 win 1000 <nop, nop, TS val 100 ecr 0>",
+    ]
 
 
 @st.composite
