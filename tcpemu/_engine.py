@@ -93,12 +93,15 @@ TraceRecord = tuple[object, ...]
 _EXPECTED: Final = SegmentKind.EXPECTED  # a global: quicker than the member looked up on its class
 
 
-def _sent_record(t: float, seg: Segment, frame: bytes) -> TraceRecord:
-    """The record of a segment sent in ``frame``, built by a template (no IP
-    options or IPv6 extension headers)."""
+def _record(t: float, direction: str, seg: Segment, options: bytes, note: str = "") -> TraceRecord:
+    return (t, direction, seg.seq, seg.ack, int(seg.flags), seg.window, options, len(seg.payload), note)
+
+
+def _template_options(frame: bytes) -> bytes:
+    """The TCP option bytes of a frame a template built (no IP options or
+    IPv6 extension headers)."""
     tcp = 34 if frame[12:14] == b"\x08\x00" else 54
-    options = frame[tcp + 20 : tcp + (frame[tcp + 12] >> 4) * 4]
-    return (t, ">", seg.seq, seg.ack, int(seg.flags), seg.window, options, len(seg.payload), "")
+    return frame[tcp + 20 : tcp + (frame[tcp + 12] >> 4) * 4]
 
 
 # Full batches read back to back before the pump lets other tasks run: under
@@ -608,10 +611,8 @@ class Connection:
             seg = spec.as_segment(self)
             self.core._record_sent(seg, advance=False)
             t = trio.current_time() - self._engine._t0
-            options = encode_options(seg.options)  # the spec's frame may carry any data offset
-            self._trace.append(
-                (t, ">", seg.seq, seg.ack, int(seg.flags), seg.window, options, len(seg.payload), "")
-            )
+            # from the options, not the frame: a spec may give any data offset
+            self._trace.append(_record(t, ">", seg, encode_options(seg.options)))
             self._engine._transmit([frame])
             frames.append(frame)
         await trio.lowlevel.checkpoint()
@@ -1406,7 +1407,7 @@ class Engine:
     def _send_segment(self, conn: Connection, seg: Segment, note: str = "") -> None:
         data = conn._template.build(seg)
         now = trio.current_time()
-        conn._trace.append(_sent_record(now - self._t0, seg, data))
+        conn._trace.append(_record(now - self._t0, ">", seg, _template_options(data)))
         if conn.core.state is not conn._traced_state:
             conn._note_state(now)
         if conn.core.reliable:
@@ -1525,6 +1526,7 @@ class Engine:
             msg = conn.core.receive_predicted(seq, ack, flags, window, urgent, options, payload, now)
             if msg is not None:
                 self._predicted_count += 1
+                # the record _record makes, from the header's fields: there is no Segment here
                 raw_options = frame[start + 20 : end - len(payload)] if options else b""
                 record = (now - self._t0, "<", seq, ack, flags, window, raw_options, len(payload), "")
                 self._received(conn, msg, record, overflows, now)
@@ -1558,18 +1560,7 @@ class Engine:
         msg = conn.core.receive(seg, now)
         note = "" if msg.kind is _EXPECTED else msg.kind._value_  # the plain attribute: .value is slow
         raw_options = frame[start + 20 : start + (seg.data_offset or 20)]
-        record = (
-            now - self._t0,
-            "<",
-            seg.seq,
-            seg.ack,
-            int(seg.flags),
-            seg.window,
-            raw_options,
-            len(seg.payload),
-            note,
-        )
-        self._received(conn, msg, record, overflows, now)
+        self._received(conn, msg, _record(now - self._t0, "<", seg, raw_options, note), overflows, now)
         if conn._listener is not None:
             conn._listener._progress(conn, now)
         if trace_log.isEnabledFor(logging.DEBUG):
