@@ -40,7 +40,7 @@ from ._errors import (
     WouldBlock,
 )
 from ._io import FrameLink, PacketLink, PacketRing
-from ._trace import format_fields, format_segment
+from ._trace import format_fields
 from .capture import INBOUND, OUTBOUND, PcapngWriter
 from .core import (
     AUTO,
@@ -274,35 +274,34 @@ class Connection:
         relative to each side's ISN.  The engine keeps the last
         ``trace_depth`` entries of each connection.
         """
-        lines = []
+        return [self._format(record) for record in self._trace]
+
+    def _format(self, record: TraceRecord) -> str:
+        """One line of :meth:`trace`, as the ``tcpemu.trace`` logger also gets it."""
+        t, kind, *rest = record
+        if kind == "!":
+            return f"{t:10.6f} {self.label}! {rest[0]}"
+        seq, ack, flags, window, raw_options, length, note = rest
+        outgoing = kind == ">"
+        try:
+            options = decode_options_untrusted(raw_options)
+        except MalformedFrameError:  # sent on purpose by the test, or a hostile peer
+            options, note = (), f"{note} options {raw_options.hex()}".strip()
         core = self.core
-        for t, kind, *rest in self._trace:
-            if kind == "!":
-                lines.append(f"{t:10.6f} {self.label}! {rest[0]}")
-                continue
-            seq, ack, flags, window, raw_options, length, note = rest
-            outgoing = kind == ">"
-            try:
-                options = decode_options_untrusted(raw_options)
-            except MalformedFrameError:  # sent on purpose by the test, or a hostile peer
-                options, note = (), f"{note} options {raw_options.hex()}".strip()
-            lines.append(
-                format_fields(
-                    seq,
-                    ack,
-                    flags,
-                    window,
-                    options,
-                    length,
-                    time=t,
-                    outgoing=outgoing,
-                    seq_base=core.iss if outgoing else core.irs,
-                    ack_base=core.irs if outgoing else core.iss,
-                    label=self.label,
-                    note=note,
-                )
-            )
-        return lines
+        return format_fields(
+            seq,
+            ack,
+            flags,
+            window,
+            options,
+            length,
+            time=t,
+            outgoing=outgoing,
+            seq_base=core.iss if outgoing else core.irs,
+            ack_base=core.irs if outgoing else (core.iss if core.syn_sent else None),
+            label=self.label,
+            note=note,
+        )
 
     def _learn_mac(self, mac: bytes) -> None:
         """remote_mac was not given: the peer's first frame tells it."""
@@ -1407,7 +1406,8 @@ class Engine:
     def _send_segment(self, conn: Connection, seg: Segment, note: str = "") -> None:
         data = conn._template.build(seg)
         now = trio.current_time()
-        conn._trace.append(_record(now - self._t0, ">", seg, _template_options(data)))
+        record = _record(now - self._t0, ">", seg, _template_options(data), note)
+        conn._trace.append(record)
         if conn.core.state is not conn._traced_state:
             conn._note_state(now)
         if conn.core.reliable:
@@ -1431,7 +1431,7 @@ class Engine:
         else:
             self._transmit([data])
         if trace_log.isEnabledFor(logging.DEBUG):
-            self._trace_sent(conn, seg, note)
+            trace_log.debug(conn._format(record))
 
     def _transmit(self, frames: list[bytes]) -> None:
         if self.capture is not None:
@@ -1458,19 +1458,6 @@ class Engine:
                 other._wake()
             raise
         self._frames_sent += len(frames)
-
-    def _trace_sent(self, conn: Connection, seg: Segment, note: str) -> None:
-        trace_log.debug(
-            format_segment(
-                seg,
-                time=trio.current_time() - self._t0,
-                outgoing=True,
-                seq_base=conn.core.iss,
-                ack_base=conn.core.irs,
-                label=conn.label,
-                note=note,
-            )
-        )
 
     def _dispatch(self, frame: bytes, now: float, replay: bool = False) -> Connection | None:
         if not replay:
@@ -1533,7 +1520,7 @@ class Engine:
                 if conn._listener is not None:  # the handshake's ACK, most often
                     conn._listener._progress(conn, now)
                 if trace_log.isEnabledFor(logging.DEBUG):
-                    self._log_received(conn, parse_tcp_untrusted(frame, start, end), msg, now)
+                    trace_log.debug(conn._format(record))
                 return conn
         return self._deliver(conn, parse_tcp_untrusted(frame, start, end), frame, start, now, replay)
 
@@ -1559,26 +1546,13 @@ class Engine:
         overflows = conn.core._counters.queue_overflows
         msg = conn.core.receive(seg, now)
         note = "" if msg.kind is _EXPECTED else msg.kind._value_  # the plain attribute: .value is slow
-        raw_options = frame[start + 20 : start + (seg.data_offset or 20)]
-        self._received(conn, msg, _record(now - self._t0, "<", seg, raw_options, note), overflows, now)
+        record = _record(now - self._t0, "<", seg, frame[start + 20 : start + (seg.data_offset or 20)], note)
+        self._received(conn, msg, record, overflows, now)
         if conn._listener is not None:
             conn._listener._progress(conn, now)
         if trace_log.isEnabledFor(logging.DEBUG):
-            self._log_received(conn, seg, msg, now)
+            trace_log.debug(conn._format(record))
         return conn
-
-    def _log_received(self, conn: Connection, seg: Segment, msg: Message, now: float) -> None:
-        trace_log.debug(
-            format_segment(
-                seg,
-                time=now - self._t0,
-                outgoing=False,
-                seq_base=conn.core.irs,
-                ack_base=conn.core.iss if conn.core.syn_sent else None,
-                label=conn.label,
-                note="" if msg.kind is SegmentKind.EXPECTED else msg.kind.value,
-            )
-        )
 
     def _received(
         self, conn: Connection, msg: Message, record: TraceRecord, overflows: int, now: float

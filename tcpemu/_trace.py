@@ -3,43 +3,13 @@
 from __future__ import annotations
 
 from .core import seq_diff
-from .wire import FLAGS, Segment, TcpFlags, TcpOption
+from .wire import FLAGS, TcpFlags, TcpOption
 
 _ACK = int(TcpFlags.ACK)
 
 
 def _rel(value: int, base: int | None) -> int:
     return value if base is None else seq_diff(value, base) % (1 << 32)
-
-
-def format_segment(
-    seg: Segment,
-    *,
-    time: float,
-    outgoing: bool,
-    seq_base: int | None,
-    ack_base: int | None,
-    label: str = "",
-    note: str = "",
-) -> str:
-    """``0.000123 conn > S. 0:0(0) ack 1 win 65535 <mss 1460>``.
-
-    seq is relative to the sender's ISN, ack to the receiver's (when known).
-    """
-    return format_fields(
-        seg.seq,
-        seg.ack,
-        int(seg.flags),
-        seg.window,
-        seg.options,
-        len(seg.payload),
-        time=time,
-        outgoing=outgoing,
-        seq_base=seq_base,
-        ack_base=ack_base,
-        label=label,
-        note=note,
-    )
 
 
 def format_fields(
@@ -57,7 +27,11 @@ def format_fields(
     label: str = "",
     note: str = "",
 ) -> str:
-    """:func:`format_segment` from the fields a connection's trace keeps."""
+    """``0.000123 conn > S. 0:0(0) ack 1 win 65535 <mss 1460>`` from the
+    fields a connection's trace keeps.
+
+    seq is relative to the sender's ISN, ack to the receiver's (when known).
+    """
     s = _rel(seq, seq_base)
     short = (FLAGS[flags] if flags < 512 else TcpFlags(flags)).short()
     line = f"{time:10.6f} {label}{'>' if outgoing else '<'} {short:<3} {s}:{s + length}({length})"

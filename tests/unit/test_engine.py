@@ -589,6 +589,23 @@ async def test_the_trace_reads_the_same_either_path_and_keeps_no_payload(autojum
     ]
 
 
+async def test_the_trace_logger_gets_the_lines_trace_gives(engine_and_peer, caplog):
+    caplog.set_level(logging.DEBUG, logger="tcpemu.trace")
+    engine, peer = engine_and_peer
+    conn, snd = await open_server(engine, peer)
+    peer.send(7001, snd, A | P, b"abc", options=(TcpOption(1), TcpOption(1), TcpOption.timestamps(9, 0)))
+    await conn.wait_msg(timeout=1)
+    await conn.send_msg(b"hello")
+    await peer.expect()
+    assert engine.statistics().frames_predicted == 2  # the handshake's ACK and the data
+    segment_lines = [line for line in conn.trace() if " ! " not in line]
+    logged = [
+        r.getMessage() for r in caplog.records if r.name == "tcpemu.trace" and r.getMessage()[:1] == " "
+    ]
+    assert logged == segment_lines and len(segment_lines) == 5
+    assert segment_lines[3].endswith("c1 < P.  1:4(3) ack 1 win 1000 <nop, nop, TS val 9 ecr 0>")
+
+
 @st.composite
 def peer_segments(draw: st.DrawFn) -> list[tuple[int, int, bytes, bool, int]]:
     """(seq offset from the first data byte, flags, payload, timestamps?, window) for a run of segments."""
