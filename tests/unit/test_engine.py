@@ -589,6 +589,38 @@ async def test_the_trace_reads_the_same_either_path_and_keeps_no_payload(autojum
     ]
 
 
+@pytest.mark.parametrize("version", [4, 6])
+async def test_the_trace_reads_options_from_the_frames_of_either_family(version):
+    peer_ip, emu_ip = (PEER_IP, EMU_IP) if version == 4 else (PEER_IP6, EMU_IP6)
+    emu, peer_link = MemoryLink.pair()
+    async with tcpemu.open_engine(link=emu, seed=42) as engine:
+        conn = engine.connection(
+            SERVER,
+            local=(str(emu_ip), EMU_PORT),
+            remote=(str(peer_ip), None),
+            local_mac=EMU_MAC,
+            remote_mac=PEER_MAC,
+        )
+        syn = Segment(
+            PEER_PORT, EMU_PORT, 7000, 0, S, 1000, options=(TcpOption.mss(1400), TcpOption.wscale(2))
+        )
+        peer_link.send(build_frame(Frame(PEER_MAC, EMU_MAC, peer_ip, emu_ip, syn)))
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(conn.wait_open)
+                await trio.lowlevel.wait_readable(peer_link.fileno())  # the SYN-ACK
+                synack = parse_frame_untrusted(peer_link.recv_nowait()).segment
+                ack = Segment(PEER_PORT, EMU_PORT, 7001, synack.seq + 1, A, 1000)
+                peer_link.send(build_frame(Frame(PEER_MAC, EMU_MAC, peer_ip, emu_ip, ack)))
+        lines = [line.split(None, 1)[1] for line in conn.trace() if " ! " not in line]
+    peer_link.close()
+    assert lines == [
+        "c1 < S   0:0(0) win 1000 <mss 1400, wscale 2>",
+        "c1 > S.  0:0(0) ack 1 win 65535 <mss 1460>",
+        "c1 < .   1:1(0) ack 1 win 1000",
+    ]
+
+
 async def test_the_trace_logger_gets_the_lines_trace_gives(engine_and_peer, caplog):
     caplog.set_level(logging.DEBUG, logger="tcpemu.trace")
     engine, peer = engine_and_peer
