@@ -444,3 +444,17 @@ def test_ones_sum_matches_the_word_loop(data):
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     assert ones_sum(data) == total
+
+
+def test_timestamp_options_are_shared_within_a_value_and_the_store_is_bounded():
+    from tcpemu import wire
+
+    def ts(tsval: int) -> bytes:
+        return b"\x01\x01\x08\x0a" + struct.pack("!II", tsval, 7)
+
+    first = decode_options_untrusted(ts(1))
+    assert decode_options_untrusted(memoryview(ts(1))) is first  # one tuple for the segments of a millisecond
+    assert first[2].value() == (1, 7)
+    for tsval in range(5000):
+        assert decode_options_untrusted(ts(tsval))[2].value() == (tsval, 7)
+    assert 0 < len(wire._TS_OPTIONS) <= 1024
