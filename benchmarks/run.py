@@ -113,15 +113,6 @@ def ack_frames(lab: Lab, n: int, *, syn: bool = True, timestamps: bool = False) 
     return [build_frame(Frame(iut_mac, tst_mac, lab.iut.ip, lab.tst.ip, seg)) for seg in first + acks]
 
 
-def blast(lab: Lab, frames: list[bytes]) -> None:
-    sender = PacketLink(lab.iut.ifname, lab.iut.netns)
-    try:
-        for i in range(0, len(frames), 64):
-            sender.send_batch(frames[i : i + 64])
-    finally:
-        sender.close()
-
-
 # --------------------------------------------------------------------------- 1
 
 
@@ -141,7 +132,7 @@ async def bench_pump(lab: Lab, size: Size, use_scapy: bool) -> list[Result]:
     # bare loop: the socket is filled first, then drained
     link = await trio.to_thread.run_sync(lambda: PacketLink(lab.tst.ifname, lab.tst.netns, rcvbuf=1 << 29))
     link.set_filter(filt)
-    await trio.to_thread.run_sync(blast, lab, frames)
+    await lab.iut.send_frames(frames)
     buf = bytearray(2048)
     sock = link._sock
     t0 = time.perf_counter()
@@ -168,7 +159,7 @@ async def bench_pump(lab: Lab, size: Size, use_scapy: bool) -> list[Result]:
             lambda: PacketRing(lab.tst.ifname, lab.tst.netns, frame_size=256, frame_nr=n + 1024)
         )
         ring.set_filter(filt)
-        await trio.to_thread.run_sync(blast, lab, load)
+        await lab.iut.send_frames(load)
         drops = ring.kernel_drops()
         # The engine is put together by hand so that the connection exists
         # before the pump takes its first frame from the filled ring.
@@ -230,7 +221,7 @@ async def scapy_sniff_rate(lab: Lab, n: int) -> float:
         return time.perf_counter() - t0
 
     try:
-        await trio.to_thread.run_sync(blast, lab, ack_frames(lab, n, syn=False))
+        await lab.iut.send_frames(ack_frames(lab, n, syn=False))
         elapsed = await trio.to_thread.run_sync(drain)
     finally:
         sock.close()

@@ -39,6 +39,7 @@ import trio
 
 from . import net
 from ._errors import LabError
+from ._io import PacketLink
 from ._netns import run_in_netns
 from .wire import IPAddress
 
@@ -100,6 +101,20 @@ class Host:
         """A trio socket created inside this host's namespace."""
         raw = await trio.to_thread.run_sync(run_in_netns, self.netns, socket.socket, family, type, proto)
         return trio.socket.from_stdlib_socket(raw)
+
+    async def send_frames(self, frames: list[bytes]) -> None:
+        """Put raw frames on this host's interface from its namespace, 64 to a
+        ``sendmmsg()``: a storm or a pre-filled ring for the other side."""
+
+        def work() -> None:
+            link = PacketLink(self.ifname, self.netns)
+            try:
+                for i in range(0, len(frames), 64):
+                    link.send_batch(frames[i : i + 64])
+            finally:
+                link.close()
+
+        await trio.to_thread.run_sync(work)
 
     async def sysctl(self, key: str, value: str | None = None) -> str:
         """Read (and first write, if ``value`` is given) a net.* sysctl in this namespace."""

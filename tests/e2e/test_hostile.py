@@ -11,7 +11,6 @@ import pytest
 import trio
 
 from tcpemu import TcpFlags, TcpState, net
-from tcpemu._io import PacketLink
 from tcpemu.wire import Frame, Segment, build_frame, parse_mac
 
 from .conftest import EMU_PORT, open_emulated_server, recv_exactly, send_all
@@ -22,18 +21,6 @@ pytestmark = pytest.mark.e2e
 def iut_frames(lab, segments: list[Segment]) -> list[bytes]:
     src, dst = parse_mac(lab.iut.mac), parse_mac(lab.alien_mac)
     return [build_frame(Frame(src, dst, lab.iut.ip, lab.tst.ip, s)) for s in segments]
-
-
-async def blast(lab, frames: list[bytes]) -> None:
-    def work() -> None:
-        link = PacketLink(lab.iut.ifname, lab.iut.netns)
-        try:
-            for i in range(0, len(frames), 64):
-                link.send_batch(frames[i : i + 64])
-        finally:
-            link.close()
-
-    await trio.to_thread.run_sync(work)
 
 
 async def test_foreign_tcp_on_the_same_link_never_reaches_the_pump(tcpemu_lab, tcpemu_engine):
@@ -73,7 +60,7 @@ async def test_rst_storm_outside_the_window_is_counted_and_ignored(tcpemu_lab, t
     far = [(conn.next_ackn + (1 << 31) + rng.randrange(1 << 20)) % (1 << 32) for _ in range(5000)]
     iut_port = iut.getsockname()[1]
     storm = [Segment(iut_port, EMU_PORT, seq, 0, TcpFlags.RST, 0) for seq in far]
-    await blast(lab, iut_frames(lab, storm))
+    await lab.iut.send_frames(iut_frames(lab, storm))
     await conn.wait_until(lambda c: c.statistics().rst_ignored >= 5000, timeout=10)
     assert not conn.rst_got and conn.state is TcpState.ESTABLISHED
     assert tcpemu_engine.statistics().frames_sent == sent_before  # nothing answered
@@ -96,7 +83,7 @@ async def test_syn_flood_at_a_server_connection(tcpemu_lab, tcpemu_engine):
     iut_port = iut.getsockname()[1]
     ports = [p for p in range(40000, 45001) if p != iut_port][:5000]
     flood = [Segment(port, EMU_PORT, port * 7, 0, TcpFlags.SYN, 1000) for port in ports]
-    await blast(lab, iut_frames(lab, flood))
+    await lab.iut.send_frames(iut_frames(lab, flood))
     # a segment of the real connection, sent after the flood on the same
     # link, arrives after it: once it is here the flood has been counted
     await iut.send(b"marker")
@@ -128,7 +115,7 @@ async def test_frames_for_addresses_not_ours_are_filtered(tcpemu_lab, tcpemu_eng
         )
         for n in range(10, 200)
     ]
-    await blast(lab, strangers)
+    await lab.iut.send_frames(strangers)
     await conn.send_msg(b"x")
     await conn.wait_until(lambda c: c.last_ackn_got == c.next_seqn, timeout=5)
     assert tcpemu_engine.statistics().frames_received - received == 1  # only our ACK
