@@ -57,6 +57,7 @@ from .core import (
 )
 from .faults import NO_FAULTS, FaultAction, FaultInjector, Faults
 from .wire import (
+    ETH_HLEN,
     Frame,
     FrameTemplate,
     IPAddress,
@@ -100,7 +101,7 @@ def _record(t: float, direction: str, seg: Segment, options: bytes, note: str = 
 def _template_options(frame: bytes) -> bytes:
     """The TCP option bytes of a frame a template built (no IP options or
     IPv6 extension headers)."""
-    tcp = 34 if frame[12:14] == b"\x08\x00" else 54
+    tcp = ETH_HLEN + (20 if frame[12:14] == b"\x08\x00" else 40)
     return frame[tcp + 20 : tcp + (frame[tcp + 12] >> 4) * 4]
 
 

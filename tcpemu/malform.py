@@ -77,6 +77,11 @@ def truncate(frame: bytes, length: int) -> bytes:
     return frame[:length]
 
 
+def _check_fragment_range(start: int, end: int, size: int) -> None:
+    if start % 8 or not 0 <= start < end <= size:
+        raise UsageError(f"fragment range {start}..{end}: start a multiple of 8, within 0..{size}")
+
+
 def fragment_ipv4(frame: bytes, ranges: list[tuple[int, int]], *, ip_id: int | None = None) -> list[bytes]:
     """Cut an IPv4 frame's payload (the TCP segment) into fragments, one per ``(start, end)``
     byte range, in the order given.
@@ -94,10 +99,7 @@ def fragment_ipv4(frame: bytes, ranges: list[tuple[int, int]], *, ip_id: int | N
     payload = frame[ETH_HLEN + ihl : ETH_HLEN + total]
     out = []
     for start, end in ranges:
-        if start % 8 or not 0 <= start < end <= len(payload):
-            raise UsageError(
-                f"fragment range {start}..{end}: start a multiple of 8, within 0..{len(payload)}"
-            )
+        _check_fragment_range(start, end, len(payload))
         header = bytearray(eth_ip)
         more = 0x2000 if end < len(payload) else 0
         struct.pack_into("!H", header, ETH_HLEN + 2, ihl + end - start)
@@ -120,10 +122,7 @@ def fragment_ipv6(frame: bytes, ranges: list[tuple[int, int]], *, ident: int = 0
     payload = frame[ETH_HLEN + 40 : ETH_HLEN + 40 + plen]
     out = []
     for start, end in ranges:
-        if start % 8 or not 0 <= start < end <= len(payload):
-            raise UsageError(
-                f"fragment range {start}..{end}: start a multiple of 8, within 0..{len(payload)}"
-            )
+        _check_fragment_range(start, end, len(payload))
         header = bytearray(base)
         header[ETH_HLEN + 6] = 44  # Fragment header follows
         struct.pack_into("!H", header, ETH_HLEN + 4, 8 + end - start)
