@@ -1384,10 +1384,7 @@ class Engine:
             else:
                 reply = neighbour.neighbour_advertisement(mac, msg.target, msg.sender_mac, msg.sender_ip)  # type: ignore[arg-type]
             self._neighbour_replies += 1
-            if self._outbox is not None:
-                self._outbox.append(reply)
-            else:
-                self._transmit([reply])
+            self._emit(reply)
             return
         for source, (event, answer) in self._resolving.items():
             if source.version == msg.target.version:
@@ -1426,13 +1423,16 @@ class Engine:
                     return
                 self._hold(hold, OUTBOUND, data, conn)
                 return
-        if self._outbox is not None:
-            # inside a pump iteration: leaves with the others at its end
-            self._outbox.append(data)
-        else:
-            self._transmit([data])
+        self._emit(data)
         if trace_log.isEnabledFor(logging.DEBUG):
             trace_log.debug(conn._format(record))
+
+    def _emit(self, frame: bytes) -> None:
+        """Send ``frame``: inside a pump iteration with the others at its end, else at once."""
+        if self._outbox is not None:
+            self._outbox.append(frame)
+        else:
+            self._transmit([frame])
 
     def _transmit(self, frames: list[bytes]) -> None:
         if self.capture is not None:
