@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
 from ._errors import UsageError, WouldBlock
-from .wire import FLAGS, OptionKind, Segment, TcpFlags, TcpOption
+from .wire import FLAGS, OptionKind, Segment, TcpFlags, TcpOption, find_option
 
 __all__ = [
     "TcpState",
@@ -267,10 +267,7 @@ class Message(NamedTuple):
 
     def option(self, kind: int) -> TcpOption | None:
         """The first option of ``kind``, or None."""
-        for opt in self.options:
-            if opt.kind == kind:
-                return opt
-        return None
+        return find_option(self.options, kind)
 
     def _option_value(self, kind: int) -> object | None:
         opt = self.option(kind)

@@ -35,6 +35,7 @@ __all__ = [
     "parse_tcp_untrusted",
     "parse_frame_untrusted",
     "decode_options_untrusted",
+    "find_option",
     "encode_options",
     "build_frame",
     "FrameTemplate",
@@ -210,6 +211,14 @@ def _timestamp_options(values: bytes) -> tuple[TcpOption, ...]:
     return options
 
 
+def find_option(options: tuple[TcpOption, ...], kind: int) -> TcpOption | None:
+    """The first option of ``kind``, or None."""
+    for opt in options:
+        if opt.kind == kind:
+            return opt
+    return None
+
+
 def decode_options_untrusted(buf: bytes | memoryview) -> tuple[TcpOption, ...]:
     """Parse the option bytes of a TCP header; stops at EOL."""
     # The two layouts Linux sends most, read at fixed offsets: NOP NOP
@@ -280,10 +289,7 @@ class Segment:
         return len(self.payload) + ((f >> 1) & 1) + (f & 1)
 
     def option(self, kind: int) -> TcpOption | None:
-        for opt in self.options:
-            if opt.kind == kind:
-                return opt
-        return None
+        return find_option(self.options, kind)
 
 
 @dataclass(slots=True)
