@@ -1411,7 +1411,7 @@ class Engine:
         if conn.core.reliable:
             self._kick_timers(conn.core.next_deadline())
         faults = conn.faults_out or self.faults_out
-        if faults is not NO_FAULTS and faults.any:  # the sentinel first: .any is a property
+        if faults.any:
             action, hold = self._injector.decide(faults)
             if action is not FaultAction.PASS:
                 self._faults[f"out-{action.value}"] += 1
@@ -1507,9 +1507,7 @@ class Engine:
         about it goes from its header fields straight to the core; the rest
         is parsed and takes :meth:`_deliver`.  The result is the same."""
         _, seq, ack, flags, window, urgent, options, payload, start, end = fields
-        if conn.remote_mac is not _UNKNOWN_MAC and (
-            (faults := conn.faults_in or self.faults_in) is NO_FAULTS or not faults.any
-        ):
+        if conn.remote_mac is not _UNKNOWN_MAC and not (conn.faults_in or self.faults_in).any:
             overflows = conn.core._counters.queue_overflows
             msg = conn.core.receive_predicted(seq, ack, flags, window, urgent, options, payload, now)
             if msg is not None:
@@ -1532,7 +1530,7 @@ class Engine:
         if conn.remote_mac is _UNKNOWN_MAC:
             conn._learn_mac(frame[6:12])
         faults = conn.faults_in or self.faults_in
-        if faults is not NO_FAULTS and faults.any and not replay:
+        if faults.any and not replay:
             action, hold = self._injector.decide(faults)
             if action is not FaultAction.PASS:
                 self._faults[f"in-{action.value}"] += 1

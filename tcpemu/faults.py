@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import enum
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Final
 
 from ._errors import UsageError
 
 __all__ = ["Faults", "FaultAction", "FaultInjector", "NO_FAULTS"]
+
+
+_KINDS: Final = ("drop", "duplicate", "reorder", "delay")
 
 
 class FaultAction(enum.Enum):
@@ -39,9 +43,11 @@ class Faults:
     reorder: float = 0.0
     delay: float = 0.0
     delay_range: tuple[float, float] = (0.001, 0.02)
+    any: bool = field(init=False, repr=False, compare=False)
+    """Whether any fault may apply: a field, not a property, as the pump reads it for every frame."""
 
     def __post_init__(self) -> None:
-        for name in ("drop", "duplicate", "reorder", "delay"):
+        for name in _KINDS:
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise UsageError(f"fault probability {name} must be within 0..1, got {p}")
@@ -50,10 +56,7 @@ class Faults:
         lo, hi = self.delay_range
         if not 0 <= lo <= hi:
             raise UsageError(f"delay_range must be (low, high) with 0 <= low <= high, got {self.delay_range}")
-
-    @property
-    def any(self) -> bool:
-        return bool(self.drop or self.duplicate or self.reorder or self.delay)
+        object.__setattr__(self, "any", bool(self.drop or self.duplicate or self.reorder or self.delay))
 
     @classmethod
     def parse(cls, text: str) -> Faults:
@@ -61,7 +64,7 @@ class Faults:
         values: dict[str, float] = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
             key, _, value = part.partition("=")
-            if key not in ("drop", "duplicate", "reorder", "delay"):
+            if key not in _KINDS:
                 raise UsageError(f"unknown fault {key!r}; expected drop, duplicate, reorder or delay")
             try:
                 values[key] = float(value)
