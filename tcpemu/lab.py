@@ -270,6 +270,9 @@ def cleanup_stale_labs() -> list[str]:
             try:
                 net.remove_netns(name)
                 removed.append(name)
+            except FileNotFoundError:
+                # another process's cleanup (a parallel test worker) was first
+                log.debug("stale lab namespace %s was removed by another process", name)
             except Exception as exc:
                 log.warning("could not remove stale lab namespace %s: %s", name, exc)
     if removed:

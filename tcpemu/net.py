@@ -9,17 +9,19 @@ an event loop of its own, so from trio call these inside
 from __future__ import annotations
 
 import array
+import contextlib
 import fcntl
 import ipaddress
 import os
+import re
 import socket
 import struct
 from collections.abc import Iterable
 
 from pyroute2 import NetNS, netns
 
-from ._errors import LabError
-from ._netns import NETNS_RUN_DIR, run_in_netns
+from ._errors import LabError, UsageError
+from ._netns import NETNS_RUN_DIR, netns_path, run_in_netns
 from .wire import IPAddress
 
 __all__ = [
@@ -45,11 +47,37 @@ __all__ = [
 NUD_PERMANENT = 0x80
 
 
+# pyroute2 takes a name with a '/' as a path (relative to the working
+# directory), and bind-mounts that path's directory: only plain names here.
+_NETNS_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
+
+
+def _check_netns_name(name: str) -> None:
+    if not isinstance(name, str) or not _NETNS_NAME_RE.fullmatch(name):
+        raise UsageError(
+            f"a namespace name is 1 to 255 of A-Z a-z 0-9 _ . - (not starting with . or -), got {name!r}"
+        )
+
+
 def create_netns(name: str) -> None:
-    netns.create(name)
+    """A new named network namespace; LabError (naming it) when that fails."""
+    _check_netns_name(name)
+    try:
+        netns.create(name)
+    except OSError as exc:
+        path = netns_path(name)
+        # pyroute2 makes the mount point before it binds the namespace to it,
+        # so a failure in between leaves an empty file that would list as a
+        # namespace.  An existing name (EEXIST) is somebody else's: left alone.
+        if not isinstance(exc, FileExistsError) and os.path.isfile(path) and not os.path.ismount(path):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise LabError(f"could not create network namespace {name!r}: {exc}") from exc
 
 
 def remove_netns(name: str) -> None:
+    """Remove a named namespace; FileNotFoundError if it is not there (any more)."""
+    _check_netns_name(name)
     netns.remove(name)
 
 

@@ -12,7 +12,9 @@ import trio
 
 from tcpemu import net
 from tcpemu._bpf import tcp_to_addresses
+from tcpemu._errors import LabError, UsageError
 from tcpemu._io import PacketLink
+from tcpemu._netns import NETNS_RUN_DIR
 from tcpemu.lab import connect_nowait, open_lab
 from tcpemu.wire import TcpFlags, ipv4_header_checksum_ok, parse_frame_untrusted, tcp_checksum_ok
 
@@ -44,12 +46,16 @@ async def test_neighbour_entries_are_deleted():
 
 
 async def test_stale_labs_of_dead_processes_are_removed():
-    child = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    )
-    dead = int(child.stdout)
-    stale = f"tcpemu-{dead}-zz1-iut"
-    net.create_netns(stale)
+    # The stale namespace is named after a process that is alive while the
+    # namespace is made and dead afterwards: a parallel worker's lab removes
+    # any dead process's namespace, and must not do so half-way through
+    # its creation.
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    stale = f"tcpemu-{child.pid}-zz1-iut"
+    try:
+        net.create_netns(stale)
+    finally:
+        child.communicate(timeout=30)  # closes its stdin: it exits and is reaped
     mine = f"tcpemu-{os.getpid()}-zz2-iut"  # a live process's lab is left alone
     net.create_netns(mine)
     try:
@@ -59,6 +65,45 @@ async def test_stale_labs_of_dead_processes_are_removed():
             assert mine in names
     finally:
         net.remove_netns(mine)
+        if stale in net.list_netns():
+            net.remove_netns(stale)
+
+
+def test_an_existing_namespace_name_is_an_error_and_is_left_alone():
+    name = f"tcpemu-{os.getpid()}-zz3-iut"
+    net.create_netns(name)
+    try:
+        with pytest.raises(LabError, match=f"could not create network namespace '{name}'"):
+            net.create_netns(name)
+        assert name in net.list_netns()
+        assert net.link_exists(name, "lo")  # still a namespace, not an empty file
+    finally:
+        net.remove_netns(name)
+
+
+def test_a_half_made_namespace_is_removed(monkeypatch):
+    # What pyroute2 leaves when the bind mount fails after it made the mount
+    # point (seen when another process removed the file in between).
+    name = f"tcpemu-{os.getpid()}-zz4-iut"
+
+    def half_create(ns: str) -> None:
+        open(os.path.join(NETNS_RUN_DIR, ns), "x").close()
+        raise FileNotFoundError(2, "mount failed")
+
+    monkeypatch.setattr(net.netns, "create", half_create)
+    with pytest.raises(LabError, match=f"could not create network namespace '{name}'.*mount failed"):
+        net.create_netns(name)
+    assert name not in net.list_netns()
+
+
+@pytest.mark.parametrize("name", ["a/b", "../x", ".hidden", "-x", "", "x" * 256, "a b"])
+def test_a_namespace_name_that_is_not_plain_is_refused(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where pyroute2 would have made a relative path
+    with pytest.raises(UsageError, match="namespace name"):
+        net.create_netns(name)
+    with pytest.raises(UsageError, match="namespace name"):
+        net.remove_netns(name)
+    assert list(tmp_path.iterdir()) == []
 
 
 async def test_offloads_off_and_sysctls_pinned():
