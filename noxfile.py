@@ -34,7 +34,7 @@ def fuzz(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff>=0.6")
+    session.install("ruff==0.17.6")  # pinned: a new release may change the format or the rules
     session.run("ruff", "check", "tcpemu", "tests", "benchmarks", "noxfile.py")
     session.run("ruff", "format", "--check", "tcpemu", "tests", "benchmarks", "noxfile.py")
     session.run("ruff", "check", "docs/examples")
@@ -43,7 +43,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """The documentation site, built strict (warnings fail): site/."""
-    session.install("-e", ".", "mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26")
+    session.install("-e", ".", "mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings[python]>=0.26")
     session.env["NO_MKDOCS_2_WARNING"] = "1"
     session.run("mkdocs", "build", "--strict", "--site-dir", "site")
 
