@@ -17,6 +17,7 @@ __all__ = [
     "ConnectionBrokenError",
     "EngineBrokenError",
     "LabError",
+    "PrivilegeError",
 ]
 
 
@@ -61,3 +62,7 @@ class EngineBrokenError(TcpemuError):
 
 class LabError(TcpemuError):
     """Building or tearing down a test lab failed."""
+
+
+class PrivilegeError(TcpemuError, PermissionError):
+    """The process lacks a capability it needs; the message names it (run as root)."""

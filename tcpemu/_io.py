@@ -24,7 +24,7 @@ import sys
 from typing import Protocol
 
 from . import _bpf
-from ._errors import EngineBrokenError, UsageError
+from ._errors import EngineBrokenError, PrivilegeError, UsageError
 from ._netns import run_in_netns
 
 ETH_P_ALL = 0x0003
@@ -150,7 +150,12 @@ class PacketLink:
     def _open(self, ifname: str, rcvbuf: int) -> socket.socket:
         # Protocol 0 receives nothing until bind(); attach a reject-all filter
         # first so that no frame queued before the real filter slips in.
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        except PermissionError as exc:
+            raise PrivilegeError(
+                f"a raw socket on {ifname!r} needs CAP_NET_RAW (run as root): {exc.strerror}"
+            ) from exc
         try:
             _bpf.attach(sock, _bpf.reject_all())
             self._configure(sock, rcvbuf)

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 from pyroute2 import NetNS, netns
 
-from ._errors import LabError, UsageError
+from ._errors import LabError, PrivilegeError, UsageError
 from ._netns import NETNS_RUN_DIR, netns_path, run_in_netns
 from .wire import IPAddress
 
@@ -72,6 +72,10 @@ def create_netns(name: str) -> None:
         if not isinstance(exc, FileExistsError) and os.path.isfile(path) and not os.path.ismount(path):
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        if isinstance(exc, PermissionError):
+            raise PrivilegeError(
+                f"creating network namespace {name!r} needs CAP_SYS_ADMIN (run as root): {exc}"
+            ) from exc
         raise LabError(f"could not create network namespace {name!r}: {exc}") from exc
 
 

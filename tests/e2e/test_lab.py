@@ -210,3 +210,51 @@ async def test_engine_reads_through_the_ring_by_default(tcpemu_lab, tcpemu_engin
     from tcpemu import PacketRing
 
     assert isinstance(tcpemu_engine._link, PacketRing)
+
+
+# Run in a child that is root but has given up every capability, as a user
+# without privileges would run it: the errors must say what is missing.
+_WITHOUT_CAPABILITIES = """
+import ctypes, sys, trio, tcpemu
+from tcpemu.lab import open_lab
+
+class Header(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+class Data(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint32) for name in ("effective", "permitted", "inheritable")]
+
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.capset(ctypes.byref(Header(0x20080522, 0)), (Data * 2)()) != 0:  # _LINUX_CAPABILITY_VERSION_3
+    sys.exit("capset failed")
+
+async def lab():
+    async with open_lab():
+        pass
+
+async def engine():
+    async with tcpemu.open_engine("lo"):
+        pass
+
+for what in (lab, engine):
+    try:
+        trio.run(what)
+    except tcpemu.PrivilegeError as exc:
+        assert isinstance(exc, PermissionError)
+        print(what.__name__, exc)
+    else:
+        print(what.__name__, "opened")
+"""
+
+
+def test_missing_privileges_are_named():
+    before = set(net.list_netns())
+    proc = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_CAPABILITIES], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lab_line, engine_line = proc.stdout.splitlines()
+    assert lab_line.startswith("lab creating network namespace 'tcpemu-")
+    assert "needs CAP_SYS_ADMIN (run as root)" in lab_line
+    assert engine_line.startswith("engine a raw socket on 'lo' needs CAP_NET_RAW (run as root)")
+    assert set(net.list_netns()) <= before  # nothing was left half made
