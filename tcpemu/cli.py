@@ -268,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if os.geteuid() != 0:
         print(
-            f"tcpemu {args.command} needs root (CAP_NET_ADMIN and CAP_NET_RAW for namespaces and raw sockets)"
+            f"tcpemu {args.command} needs root "
+            "(CAP_SYS_ADMIN, CAP_NET_ADMIN and CAP_NET_RAW for namespaces and raw sockets)"
         )
         return 2
     if args.command == "soak":

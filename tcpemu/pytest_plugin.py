@@ -33,7 +33,7 @@ from . import _engine
 from ._engine import Engine, open_engine
 from .lab import Lab, open_lab
 
-NEED_ROOT = "needs root (CAP_NET_ADMIN and CAP_NET_RAW) for network namespaces and raw sockets"
+NEED_ROOT = "needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN and CAP_NET_RAW) for network namespaces and raw sockets"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
