@@ -24,12 +24,11 @@ def unit(session: nox.Session) -> None:
 
 @nox.session
 def fuzz(session: nox.Session) -> None:
-    """The hostile-frame test at 5 million frames, and the parser fuzz with more examples."""
+    """The hostile-frame test at 5 million frames, and each hypothesis fuzzer with 60,000 examples."""
     session.install("-e", ".[test]")
     session.env["TCPEMU_FUZZ_FRAMES"] = "5000000"
-    session.run(
-        "pytest", "tests/unit/test_fuzz_pump.py", "tests/unit/test_wire.py", "--hypothesis-profile=fuzz"
-    )
+    session.env["TCPEMU_FUZZ_EXAMPLES"] = "60000"
+    session.run("pytest", "tests/unit/test_fuzz_pump.py", "tests/unit/test_wire.py", *session.posargs)
 
 
 @nox.session
