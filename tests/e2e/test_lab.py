@@ -213,10 +213,15 @@ async def test_engine_reads_through_the_ring_by_default(tcpemu_lab, tcpemu_engin
 
 
 # Run in a child that is root but has given up every capability, as a user
-# without privileges would run it: the errors must say what is missing.
+# without privileges would run it: the errors must say what is missing.  It
+# first enters a namespace the test made, so that even the raw socket it is
+# refused would not have been on the host's interfaces.
 _WITHOUT_CAPABILITIES = """
 import ctypes, sys, trio, tcpemu
+from tcpemu._netns import enter_netns
 from tcpemu.lab import open_lab
+
+enter_netns(sys.argv[1])
 
 class Header(ctypes.Structure):
     _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
@@ -249,9 +254,18 @@ for what in (lab, engine):
 
 def test_missing_privileges_are_named():
     before = set(net.list_netns())
-    proc = subprocess.run(
-        [sys.executable, "-c", _WITHOUT_CAPABILITIES], capture_output=True, text=True, timeout=60, check=False
-    )
+    ns = f"tcpemu-{os.getpid()}-zz5-iut"
+    net.create_netns(ns)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _WITHOUT_CAPABILITIES, ns],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        net.remove_netns(ns)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lab_line, engine_line = proc.stdout.splitlines()
     assert lab_line.startswith("lab creating network namespace 'tcpemu-")
