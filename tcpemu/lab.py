@@ -17,13 +17,18 @@ IUT's segments.
 
 Every lab has unique namespace names that carry the creating process id,
 is removed on exit (also when the body raises), and :func:`cleanup_stale_labs`
-removes labs whose process is gone (a run killed with SIGKILL).  Nothing in
-the host's own namespace is touched.
+removes labs whose process is gone (a run killed with SIGKILL).  A lab also
+holds a shared flock on each of its namespace files for its whole life, so a
+live lab is never taken for stale by a process that cannot see its pid (one
+in another PID namespace sharing ``/var/run/netns``).  Nothing in the host's
+own namespace is touched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import fcntl
 import ipaddress
 import itertools
 import logging
@@ -40,7 +45,7 @@ import trio
 from . import net
 from ._errors import LabError
 from ._io import PacketLink
-from ._netns import run_in_netns
+from ._netns import netns_path, run_in_netns
 from .wire import IPAddress
 
 __all__ = [
@@ -146,6 +151,7 @@ class Lab:
     gw_tst: Host | None = None
     _neighbours: list[tuple[Host, IPAddress]] = field(default_factory=list)
     _closed: bool = False
+    _holds: list[int] = field(default_factory=list, repr=False)  # fds with LOCK_SH on our namespaces
 
     @property
     def namespaces(self) -> list[str]:
@@ -232,6 +238,7 @@ class Lab:
                     net.remove_netns(ns)
             except Exception as exc:
                 errors.append(f"namespace {ns}: {exc}")
+        _release(self._holds)
         if errors:
             raise LabError("lab teardown incomplete: " + "; ".join(errors))
 
@@ -261,20 +268,68 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _hold(name: str) -> int:
+    """An fd with a shared flock on namespace ``name``'s file, held while the lab lives."""
+    fd = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _release(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    fds.clear()
+
+
+def _claim_stale(name: str) -> int | None:
+    """An fd with the exclusive flock on ``name``, or None if a live lab holds it (or it is gone)."""
+    try:
+        fd = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def cleanup_stale_labs() -> list[str]:
-    """Remove lab namespaces whose creating process is gone; returns their names."""
+    """Remove lab namespaces whose creating process is gone; returns their names.
+
+    A namespace counts as stale when the pid in its name is not alive and no
+    process holds its lab's flock on it.
+    """
     removed = []
     for name in net.list_netns():
         m = _NAME_RE.match(name)
-        if m and not _pid_alive(int(m.group(1))):
-            try:
-                net.remove_netns(name)
-                removed.append(name)
-            except FileNotFoundError:
-                # another process's cleanup (a parallel test worker) was first
-                log.debug("stale lab namespace %s was removed by another process", name)
-            except Exception as exc:
-                log.warning("could not remove stale lab namespace %s: %s", name, exc)
+        if not m or _pid_alive(int(m.group(1))):
+            continue
+        fd = _claim_stale(name)
+        if fd is None:
+            # held by a live lab whose pid this process cannot see, or
+            # removed meanwhile by another process's cleanup
+            log.debug("lab namespace %s is held or gone: left alone", name)
+            continue
+        try:
+            net.remove_netns(name)
+            removed.append(name)
+        except FileNotFoundError:
+            # another process's cleanup (a parallel test worker) was first
+            log.debug("stale lab namespace %s was removed by another process", name)
+        except Exception as exc:
+            log.warning("could not remove stale lab namespace %s: %s", name, exc)
+        finally:
+            os.close(fd)
     if removed:
         log.info("removed %d stale lab namespaces: %s", len(removed), ", ".join(removed))
     return removed
@@ -292,6 +347,7 @@ def _build(lab: Lab, sysctls: Mapping[str, str], offloads: bool) -> None:
         for ns in lab.namespaces:
             net.create_netns(ns)
             created.append(ns)
+            lab._holds.append(_hold(ns))
             net.link_up(ns, "lo")
         for a, b in links:
             net.create_veth(a.netns, a.ifname, b.netns, b.ifname)
@@ -320,6 +376,7 @@ def _build(lab: Lab, sysctls: Mapping[str, str], offloads: bool) -> None:
                 net.remove_netns(ns)
             except Exception as exc:
                 log.warning("cleanup after failed build: %s: %s", ns, exc)
+        _release(lab._holds)
         raise
 
 

@@ -10,12 +10,13 @@ import sys
 import pytest
 import trio
 
+from tcpemu import lab as lab_module
 from tcpemu import net
 from tcpemu._bpf import tcp_to_addresses
 from tcpemu._errors import LabError, UsageError
 from tcpemu._io import PacketLink
 from tcpemu._netns import NETNS_RUN_DIR
-from tcpemu.lab import connect_nowait, open_lab
+from tcpemu.lab import cleanup_stale_labs, connect_nowait, open_lab
 from tcpemu.wire import TcpFlags, ipv4_header_checksum_ok, parse_frame_untrusted, tcp_checksum_ok
 
 pytestmark = pytest.mark.e2e
@@ -67,6 +68,37 @@ async def test_stale_labs_of_dead_processes_are_removed():
         net.remove_netns(mine)
         if stale in net.list_netns():
             net.remove_netns(stale)
+
+
+def test_a_held_lab_namespace_is_not_stale_even_when_its_pid_looks_dead():
+    # A lab made in another PID namespace: its pid means nothing here, but it
+    # holds its flock on the namespace file as every open lab does.
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    name = f"tcpemu-{child.pid}-zz6-iut"
+    try:
+        net.create_netns(name)
+    finally:
+        child.communicate(timeout=30)
+    holds = [lab_module._hold(name)]
+    try:
+        assert name not in cleanup_stale_labs()
+        assert name in net.list_netns()
+    finally:
+        lab_module._release(holds)
+    assert holds == []
+    if name in net.list_netns():  # a parallel worker's cleanup may be first now
+        assert name in cleanup_stale_labs()
+    assert name not in net.list_netns()
+
+
+async def test_an_open_lab_holds_its_namespaces():
+    async with open_lab(gateway=True) as lab:
+        names = lab.namespaces
+        assert len(names) == 3
+        for name in names:
+            assert lab_module._claim_stale(name) is None  # a cleanup elsewhere could not take it
+    assert not set(names) & set(net.list_netns())
+    assert lab._holds == []
 
 
 def test_an_existing_namespace_name_is_an_error_and_is_left_alone():
