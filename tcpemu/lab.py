@@ -268,15 +268,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _hold(name: str) -> int:
-    """An fd with a shared flock on namespace ``name``'s file, held while the lab lives."""
+def _flocked(name: str, operation: int) -> int:
+    """An fd on namespace ``name``'s file with flock ``operation`` taken (never waits)."""
     fd = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _hold(name: str) -> int:
+    """An fd with a shared flock on namespace ``name``'s file, held while the lab lives."""
+    return _flocked(name, fcntl.LOCK_SH)
 
 
 def _release(fds: list[int]) -> None:
@@ -289,18 +294,9 @@ def _release(fds: list[int]) -> None:
 def _claim_stale(name: str) -> int | None:
     """An fd with the exclusive flock on ``name``, or None if a live lab holds it (or it is gone)."""
     try:
-        fd = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+        return _flocked(name, fcntl.LOCK_EX)
+    except (FileNotFoundError, BlockingIOError):
         return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def cleanup_stale_labs() -> list[str]:
