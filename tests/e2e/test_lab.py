@@ -15,7 +15,7 @@ from tcpemu import net
 from tcpemu._bpf import tcp_to_addresses
 from tcpemu._errors import LabError, UsageError
 from tcpemu._io import PacketLink
-from tcpemu._netns import NETNS_RUN_DIR
+from tcpemu._netns import netns_path
 from tcpemu.lab import cleanup_stale_labs, connect_nowait, open_lab
 from tcpemu.wire import TcpFlags, ipv4_header_checksum_ok, parse_frame_untrusted, tcp_checksum_ok
 
@@ -46,17 +46,21 @@ async def test_neighbour_entries_are_deleted():
         assert all(ip != "198.18.0.77" for ip, _, _ in await lab.neighbours(lab.iut))
 
 
-async def test_stale_labs_of_dead_processes_are_removed():
-    # The stale namespace is named after a process that is alive while the
-    # namespace is made and dead afterwards: a parallel worker's lab removes
-    # any dead process's namespace, and must not do so half-way through
-    # its creation.
+def namespace_of_a_dead_process(tag: str) -> str:
+    """A lab namespace named after a process that is alive while the namespace
+    is made and dead afterwards: a parallel worker's lab removes any dead
+    process's namespace, and must not do so half-way through its creation."""
     child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
-    stale = f"tcpemu-{child.pid}-zz1-iut"
+    name = f"tcpemu-{child.pid}-{tag}-iut"
     try:
-        net.create_netns(stale)
+        net.create_netns(name)
     finally:
         child.communicate(timeout=30)  # closes its stdin: it exits and is reaped
+    return name
+
+
+async def test_stale_labs_of_dead_processes_are_removed():
+    stale = namespace_of_a_dead_process("zz1")
     mine = f"tcpemu-{os.getpid()}-zz2-iut"  # a live process's lab is left alone
     net.create_netns(mine)
     try:
@@ -73,12 +77,7 @@ async def test_stale_labs_of_dead_processes_are_removed():
 def test_a_held_lab_namespace_is_not_stale_even_when_its_pid_looks_dead():
     # A lab made in another PID namespace: its pid means nothing here, but it
     # holds its flock on the namespace file as every open lab does.
-    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
-    name = f"tcpemu-{child.pid}-zz6-iut"
-    try:
-        net.create_netns(name)
-    finally:
-        child.communicate(timeout=30)
+    name = namespace_of_a_dead_process("zz6")
     holds = [lab_module._hold(name)]
     try:
         assert name not in cleanup_stale_labs()
@@ -119,7 +118,7 @@ def test_a_half_made_namespace_is_removed(monkeypatch):
     name = f"tcpemu-{os.getpid()}-zz4-iut"
 
     def half_create(ns: str) -> None:
-        open(os.path.join(NETNS_RUN_DIR, ns), "x").close()
+        open(netns_path(ns), "x").close()
         raise FileNotFoundError(2, "mount failed")
 
     monkeypatch.setattr(net.netns, "create", half_create)
