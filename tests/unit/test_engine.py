@@ -30,7 +30,7 @@ from tcpemu import (
     _engine,
 )
 from tcpemu._engine import BATCH, FAIR_BATCHES
-from tcpemu.wire import FLAGS, Frame, Segment, TcpOption, build_frame, parse_frame_untrusted
+from tcpemu.wire import FLAGS, Frame, IPAddress, Segment, TcpOption, build_frame, parse_frame_untrusted
 
 PEER_IP, EMU_IP = ipaddress.ip_address("198.18.0.1"), ipaddress.ip_address("198.18.0.2")
 PEER_IP6, EMU_IP6 = ipaddress.ip_address("2001:db8::1"), ipaddress.ip_address("2001:db8::2")
@@ -41,16 +41,38 @@ A, S, F, R, P = TcpFlags.ACK, TcpFlags.SYN, TcpFlags.FIN, TcpFlags.RST, TcpFlags
 STATE_FIELDS = ("state", "rcv_nxt", "snd_una", "last_win_got", "last_tsval_got", "ts_recent", "fin_got")
 
 
+def addresses(version: int = 4) -> tuple[IPAddress, IPAddress]:
+    """(peer, emulator) addresses of one IP family."""
+    return (PEER_IP, EMU_IP) if version == 4 else (PEER_IP6, EMU_IP6)
+
+
+def peer_frame(seg: Segment, version: int = 4) -> bytes:
+    """``seg`` from the peer to the emulator, as a frame."""
+    return build_frame(Frame(PEER_MAC, EMU_MAC, *addresses(version), seg))
+
+
 class Peer:
     """The far end of a MemoryLink, speaking raw frames."""
 
-    def __init__(self, link: MemoryLink) -> None:
+    def __init__(self, link: MemoryLink, version: int = 4) -> None:
         self.link = link
+        self.version = version
         self.seq = 7000
 
-    def send(self, seq: int, ack: int = 0, flags: TcpFlags = A, payload: bytes = b"", **kw) -> None:
-        seg = Segment(PEER_PORT, EMU_PORT, seq, ack, flags, 1000, payload=payload, **kw)
-        self.link.send(build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, seg)))
+    def send(
+        self,
+        seq: int,
+        ack: int = 0,
+        flags: TcpFlags = A,
+        payload: bytes = b"",
+        *,
+        src_port: int = PEER_PORT,
+        **kw,
+    ) -> None:
+        self.send_segment(Segment(src_port, EMU_PORT, seq, ack, flags, 1000, payload=payload, **kw))
+
+    def send_segment(self, seg: Segment) -> None:
+        self.link.send(peer_frame(seg, self.version))
 
     async def expect(self, timeout: float = 1.0) -> Segment:
         with trio.fail_after(timeout):
@@ -59,7 +81,7 @@ class Peer:
                 if raw is not None:
                     frame = parse_frame_untrusted(raw)
                     assert (frame.src_mac, frame.dst_mac) == (EMU_MAC, PEER_MAC)
-                    assert (frame.src_ip, frame.dst_ip) == (EMU_IP, PEER_IP)
+                    assert (frame.dst_ip, frame.src_ip) == addresses(self.version)
                     return frame.segment
                 await trio.lowlevel.wait_readable(self.link.fileno())
 
@@ -75,11 +97,14 @@ async def engine_and_peer():
     peer_link.close()
 
 
-def server(engine: tcpemu.Engine, **kw) -> tcpemu.Connection:
+def server(
+    engine: tcpemu.Engine, version: int = 4, remote_port: int | None = None, **kw
+) -> tcpemu.Connection:
+    peer_ip, emu_ip = addresses(version)
     return engine.connection(
         SERVER,
-        local=(str(EMU_IP), EMU_PORT),
-        remote=(str(PEER_IP), None),
+        local=(str(emu_ip), EMU_PORT),
+        remote=(str(peer_ip), remote_port),
         local_mac=EMU_MAC,
         remote_mac=PEER_MAC,
         **kw,
@@ -419,12 +444,10 @@ async def test_a_syn_from_port_0_makes_a_connection_and_the_pump_goes_on(engine_
     engine, peer = engine_and_peer
     listener = engine.listen((str(EMU_IP), EMU_PORT), local_mac=EMU_MAC)
     for port in (0, 40000):
-        seg = Segment(port, EMU_PORT, 100, 0, S, 1000)
-        peer.link.send(build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, seg)))
+        peer.send(100, flags=S, src_port=port)
         synack = await peer.expect()
         assert synack.dst_port == port and synack.flags == S | A
-        seg = Segment(port, EMU_PORT, 101, synack.seq + 1, A, 1000)
-        peer.link.send(build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, seg)))
+        peer.send(101, synack.seq + 1, src_port=port)
         conn = await listener.accept(timeout=1)
         assert conn.remote == (str(PEER_IP), port) and conn.state is TcpState.ESTABLISHED
     assert engine._broken is None and listener.statistics().accepted == 2
@@ -436,11 +459,9 @@ async def test_listener_connections_follow_the_engine_settings_of_their_syn(engi
     got = []
     for port, reliable, rto in ((40001, False, 0.2), (40002, True, 0.7)):
         engine.reliable, engine.rto = reliable, rto  # changed after listen(): the next SYN sees it
-        seg = Segment(port, EMU_PORT, 100, 0, S, 1000)
-        peer.link.send(build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, seg)))
+        peer.send(100, flags=S, src_port=port)
         synack = await peer.expect()
-        seg = Segment(port, EMU_PORT, 101, synack.seq + 1, A, 1000)
-        peer.link.send(build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, seg)))
+        peer.send(101, synack.seq + 1, src_port=port)
         conn = await listener.accept(timeout=1)
         got.append((conn.remote[1], conn.core.reliable, conn.core.rto))
     assert got == [(40001, False, 0.2), (40002, True, 0.7)]
@@ -449,7 +470,7 @@ async def test_listener_connections_follow_the_engine_settings_of_their_syn(engi
 async def test_a_backlog_that_never_empties_does_not_starve_other_tasks(engine_and_peer):
     engine, peer = engine_and_peer
     engine.listen((str(EMU_IP), EMU_PORT), local_mac=EMU_MAC)  # puts EMU_IP in the filter
-    stray = build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, Segment(PEER_PORT, 1, 5, 0, A, 1000)))
+    stray = peer_frame(Segment(PEER_PORT, 1, 5, 0, A, 1000))
     n = 5 * FAIR_BATCHES * BATCH
     peer.link.send_batch([stray] * n)  # all queued before the pump wakes
     seen: list[int] = []
@@ -473,8 +494,7 @@ async def test_listener_backlog_overflow_is_counted(engine_and_peer, caplog):
     engine, peer = engine_and_peer
     listener = engine.listen((str(EMU_IP), EMU_PORT), local_mac=EMU_MAC, backlog=2)
     for port in (40001, 40002, 40003):
-        seg = Segment(port, EMU_PORT, 100, 0, S, 1000)
-        peer.link.send(build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, seg)))
+        peer.send(100, flags=S, src_port=port)
     answers = [await peer.expect(), await peer.expect()]
     assert sorted(a.dst_port for a in answers) == [40001, 40002]
     await trio.testing.wait_all_tasks_blocked()
@@ -503,10 +523,7 @@ async def test_listener_without_auto_open_leaves_the_answer_to_the_test(engine_a
 async def test_replies_made_in_one_pump_iteration_leave_together(engine_and_peer):
     engine, peer = engine_and_peer
     engine.listen((str(EMU_IP), EMU_PORT), local_mac=EMU_MAC)
-    frames = [
-        build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, Segment(port, EMU_PORT, 1, 0, S, 1000)))
-        for port in range(41000, 41010)
-    ]
+    frames = [peer_frame(Segment(port, EMU_PORT, 1, 0, S, 1000)) for port in range(41000, 41010)]
     peer.link.send_batch(frames)  # queued before the pump wakes: one iteration
     got = [await peer.expect() for _ in frames]
     assert sorted(g.dst_port for g in got) == list(range(41000, 41010))
@@ -529,7 +546,7 @@ async def test_header_prediction_takes_segments_as_the_full_path_does(engine_and
         Segment(PEER_PORT, EMU_PORT, 7013, snd, F | A, 600),  # FIN: full path
     ]
     for seg in sent:
-        peer.link.send(build_frame(Frame(PEER_MAC, EMU_MAC, PEER_IP, EMU_IP, seg)))
+        peer.send_segment(seg)
     await conn.wait_until(lambda c: c.fin_got, timeout=1)
     got = [conn.recv_msg_nowait(ack=False) for _ in sent]
     want = [replica.receive(seg, msg.time) for seg, msg in zip(sent, got, strict=True)]
@@ -591,27 +608,16 @@ async def test_the_trace_reads_the_same_either_path_and_keeps_no_payload(autojum
 
 @pytest.mark.parametrize("version", [4, 6])
 async def test_the_trace_reads_options_from_the_frames_of_either_family(version):
-    peer_ip, emu_ip = (PEER_IP, EMU_IP) if version == 4 else (PEER_IP6, EMU_IP6)
     emu, peer_link = MemoryLink.pair()
+    peer = Peer(peer_link, version)
     async with tcpemu.open_engine(link=emu, seed=42) as engine:
-        conn = engine.connection(
-            SERVER,
-            local=(str(emu_ip), EMU_PORT),
-            remote=(str(peer_ip), None),
-            local_mac=EMU_MAC,
-            remote_mac=PEER_MAC,
-        )
-        syn = Segment(
-            PEER_PORT, EMU_PORT, 7000, 0, S, 1000, options=(TcpOption.mss(1400), TcpOption.wscale(2))
-        )
-        peer_link.send(build_frame(Frame(PEER_MAC, EMU_MAC, peer_ip, emu_ip, syn)))
+        conn = server(engine, version)
+        peer.send(7000, flags=S, options=(TcpOption.mss(1400), TcpOption.wscale(2)))
         with trio.fail_after(5):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(conn.wait_open)
-                await trio.lowlevel.wait_readable(peer_link.fileno())  # the SYN-ACK
-                synack = parse_frame_untrusted(peer_link.recv_nowait()).segment
-                ack = Segment(PEER_PORT, EMU_PORT, 7001, synack.seq + 1, A, 1000)
-                peer_link.send(build_frame(Frame(PEER_MAC, EMU_MAC, peer_ip, emu_ip, ack)))
+                synack = await peer.expect()
+                peer.send(7001, synack.seq + 1)
         lines = [line.split(None, 1)[1] for line in conn.trace() if " ! " not in line]
     peer_link.close()
     assert lines == [
@@ -660,24 +666,16 @@ def peer_segments(draw: st.DrawFn) -> list[tuple[int, int, bytes, bool, int]]:
 @given(peer_segments(), st.sampled_from([4, 6]))
 def test_header_prediction_agrees_with_the_full_path_for_any_segments(segments, version):
     """Each frame through the pump's path and, parsed, through a copy of the core: the same result."""
-    peer_ip, emu_ip = (PEER_IP, EMU_IP) if version == 4 else (PEER_IP6, EMU_IP6)
 
     def frame(seq: int, flags: int, payload: bytes = b"", ts: bool = False, window: int = 1000) -> bytes:
         options = (TcpOption(1), TcpOption(1), TcpOption.timestamps(seq, 1)) if ts else ()
         seg = Segment(PEER_PORT, EMU_PORT, seq % 2**32, 1001, FLAGS[flags], window, 0, options, payload)
-        return build_frame(Frame(PEER_MAC, EMU_MAC, peer_ip, emu_ip, seg))
+        return peer_frame(seg, version)
 
     async def run() -> None:
         emu, peer = MemoryLink.pair()
         async with tcpemu.open_engine(link=emu, seed=1) as engine:
-            conn = engine.connection(
-                SERVER,
-                local=(str(emu_ip), EMU_PORT),
-                remote=(str(peer_ip), PEER_PORT),
-                local_mac=EMU_MAC,
-                remote_mac=PEER_MAC,
-                isn=1000,
-            )
+            conn = server(engine, version, remote_port=PEER_PORT, isn=1000)
             engine._dispatch(frame(7000, int(S)), 0.0)
             conn.core.syn_ack(0.0)  # recorded as sent: the test is about what comes in
             engine._dispatch(frame(7001, int(A)), 0.0)
