@@ -1,0 +1,174 @@
+"""The packetdrill script parser: every line kind, timing forms, flags, expressions, errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from tcpemu.packetdrill.parse import (
+    Call,
+    CodeEvent,
+    PacketEvent,
+    ScriptError,
+    ShellEvent,
+    Struct,
+    Symbol,
+    SyscallEvent,
+    Timing,
+    Unsupported,
+    parse_expression,
+    parse_script,
+    parse_time,
+)
+from tcpemu.wire import TcpFlags
+
+SCRIPT = """\
+// a script with every kind of line
+--tolerance_usecs=10000 --ip_version=ipv6
+--bind_port="9000"
+
+`sysctl -q net.ipv4.tcp_timestamps=1`   // shell, no time
+0   socket(..., SOCK_STREAM, IPPROTO_TCP) = 3
++0  setsockopt(3, SOL_SOCKET, SO_REUSEADDR, [1], 4) = 0
++0  bind(3, ..., ...) = 0
++0  listen(3, 1) = 0   /* a comment
+that spans lines */
++0  < S 0:0(0) win 32792 <mss 1000,sackOK,nop,nop,nop,wscale 7>
++0  > S. 0:0(0) ack 1 <mss 1460,nop,nop,sackOK,nop,wscale 8>
++.1 < . 1:1(0) ack 1 win 257
++0  accept(3, ..., ...) = 4
++0  fcntl(4, F_SETFL, O_RDWR|O_NONBLOCK) = 0
++0  read(4, ..., 1000) = -1 EAGAIN (Resource temporarily unavailable)
++0...0.1 read(4, ..., 10) = 10
+0.1~0.2 > . 1:1(0) ack 1
+* > F. 1:1(0) ack 1 <...>
++0 %{
+assert tcpi_snd_cwnd == 10, tcpi_snd_cwnd   // not a comment in Python? it is kept
+}%
++0 getsockopt(4, SOL_TCP, TCP_INFO, {tcpi_state=TCP_ESTABLISHED,
+                                     tcpi_unacked=0}, 4) = 0
++0 poll([{fd=4, events=POLLIN|POLLOUT, revents=POLLOUT}], 1, 0) = 1
++0 sendmsg(4, {msg_name(...)=..., msg_iov(1)=[{iov_base=..., iov_len=1000}], msg_flags=0}, 0) = 1000
++0 `echo one
+echo two`
+"""
+
+
+def test_every_line_kind():
+    script = parse_script(SCRIPT, "s.pkt")
+    assert script.flags == {"tolerance_usecs": "10000", "ip_version": "ipv6", "bind_port": "9000"}
+    kinds = [type(e.action).__name__ for e in script.events]
+    assert kinds == (
+        ["ShellEvent"] + ["SyscallEvent"] * 4 + ["PacketEvent"] * 3 + ["SyscallEvent"] * 4
+        + ["PacketEvent"] * 2 + ["CodeEvent"] + ["SyscallEvent"] * 3 + ["ShellEvent"]
+    )  # fmt: skip
+    lines = [e.line for e in script.events]
+    assert lines[:5] == [5, 6, 7, 8, 9] and lines[5] == 11  # the comment's lines are counted
+    ev = {e.line: e for e in script.events}
+    assert ev[5].action == ShellEvent("sysctl -q net.ipv4.tcp_timestamps=1")
+    assert ev[5].timing == Timing("relative", 0.0)
+    syn = ev[11].action
+    assert isinstance(syn, PacketEvent) and syn.direction == "<" and syn.pattern.flags == TcpFlags.SYN
+    assert syn.pattern.window == 32792 and len(syn.pattern.options) == 6
+    synack = ev[12].action
+    assert synack.direction == ">" and synack.pattern.window is None and synack.pattern.ack == 1
+    assert ev[13].timing == Timing("relative", 0.1)
+    read = ev[16].action
+    assert read == SyscallEvent("read", (4, ..., 1000), -1, "EAGAIN", read.text)
+    assert ev[17].timing == Timing("relative", 0.0, 0.1, blocking=True)
+    assert ev[18].timing == Timing("absolute", 0.1, 0.2)
+    assert ev[19].timing == Timing("any") and ev[19].action.pattern.options is None
+    assert ev[20].action == CodeEvent(
+        "\nassert tcpi_snd_cwnd == 10, tcpi_snd_cwnd   // not a comment in Python? it is kept\n"
+    )
+    info = ev[23].action
+    assert info.args[3] == Struct((("tcpi_state", Symbol("TCP_ESTABLISHED")), ("tcpi_unacked", 0)))
+    poll = ev[25].action
+    assert poll.args[0] == [
+        Struct(
+            (
+                ("fd", 4),
+                ("events", Call("|", (Symbol("POLLIN"), Symbol("POLLOUT")))),
+                ("revents", Symbol("POLLOUT")),
+            )
+        )
+    ]
+    msg = ev[26].action.args[1]
+    assert (
+        msg.get("msg_iov") == [Struct((("iov_base", ...), ("iov_len", 1000)))] and msg.get("msg_flags") == 0
+    )
+    assert ev[27].action == ShellEvent("echo one\necho two")
+
+
+def test_fcntl_and_connect_arguments():
+    assert parse_expression("O_RDWR|O_NONBLOCK") == Call("|", (Symbol("O_RDWR"), Symbol("O_NONBLOCK")))
+    addr = parse_expression('{sa_family=AF_INET, sin_port=htons(8080), sin_addr=inet_addr("192.0.2.1")}')
+    assert addr.get("sin_port") == Call("htons", (8080,)) and addr.get("sin_addr") == Call(
+        "inet_addr", ("192.0.2.1",)
+    )
+    assert parse_expression("[-1]") == [-1] and parse_expression("0x10") == 16
+    assert parse_expression("{onoff=1, linger=0}") == Struct((("onoff", 1), ("linger", 0)))
+
+
+@pytest.mark.parametrize(
+    "text, timing",
+    [
+        ("0 x", Timing("absolute", 0.0)),
+        ("1.5 x", Timing("absolute", 1.5)),
+        ("+.25 x", Timing("relative", 0.25)),
+        ("* x", Timing("any")),
+        ("0.1~0.3 x", Timing("absolute", 0.1, 0.3)),
+        ("+0.1~+0.3 x", Timing("relative", 0.1, 0.3)),
+        ("+0...0.2 x", Timing("relative", 0.0, 0.2, blocking=True)),
+        ("0.1...0.4 x", Timing("absolute", 0.1, 0.4, blocking=True)),
+        ("x", Timing("relative", 0.0)),
+    ],
+)
+def test_timing_forms(text, timing):
+    assert parse_time(text) == (timing, "x")
+
+
+def test_bad_timing_is_named():
+    with pytest.raises(ScriptError, match="ends before it starts"):
+        parse_time("0.3~0.1 x", 7)
+
+
+@pytest.mark.parametrize(
+    "line, construct",
+    [
+        ("+0 < udp (1000)", "udp packets"),
+        ("+0 > S. 0:0(0) ack 1 <mss 1460,FO 1234abcd>", "TCP option FO"),
+        ("+0 sendfile(4, 5, ..., 100) = 100", "sendfile()"),
+        ("+0 epoll_create(1) = 5", "epoll"),
+        ("+0 frobnicate(1) = 0", "system call frobnicate()"),
+        ("+0 > [ect0] . 1:1(0) ack 1", "ECN marks checked on outbound packets"),
+    ],
+)
+def test_unsupported_constructs_are_named(line, construct):
+    with pytest.raises(Unsupported) as info:
+        parse_script(line)
+    assert info.value.construct == construct and info.value.line == 1
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("+0 < . 1:1(0) ack 1 <...>", "cannot have <...>"),
+        ("+0 < . ack 1", "needs its sequence range"),
+        ("+0 < S 0:5(0) win 1", "end - start is 5, length says 0"),
+        ("+0 socket(..., SOCK_STREAM) 3", "expected '= <result>"),
+        ("+0 hello world", "not a packet, a system call"),
+        ("0 socket(..., SOCK_STREAM, 0) = 3\n--late=1", "--flags belong before the first event"),
+        ("+0 %{ print(1)", "a %{ block must end"),
+        ("+0...1 > . 1:1(0)", "only system calls can block"),
+    ],
+)
+def test_script_errors_name_file_and_line(text, fragment):
+    with pytest.raises(ScriptError, match=r"f\.pkt") as info:
+        parse_script(text, "f.pkt")
+    assert fragment in str(info.value)
+
+
+def test_inbound_ecn_mark_and_urgent_pointer():
+    (event,) = parse_script("+0 < [ce] PU. 1:2(1) ack 1 win 100 urg 1").events
+    assert event.action.pattern.ecn == "ce" and event.action.pattern.urgent == 1
+    assert event.action.pattern.flags == TcpFlags.PSH | TcpFlags.URG | TcpFlags.ACK
