@@ -484,5 +484,9 @@ def cli_main(args: argparse.Namespace, out: object = None) -> int:
         say(f"{args.ifname}{where}: nothing found")
         return 0
     errors = sum(f.severity == "error" for f in findings)
-    say(f"{args.ifname}{where}: {errors} errors, {len(findings) - errors} warnings")
+    warnings_ = len(findings) - errors
+    say(
+        f"{args.ifname}{where}: {errors} error{'s' * (errors != 1)}, "
+        f"{warnings_} warning{'s' * (warnings_ != 1)}"
+    )
     return 1
