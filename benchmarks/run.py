@@ -101,7 +101,8 @@ def ack_frames(lab: Lab, n: int, *, syn: bool = True, timestamps: bool = False) 
     every segment carries NOP NOP TS, as Linux sends them, the value moving
     every 100 segments (a flow of 100,000 segments/s on Linux's 1 kHz TS
     clock)."""
-    iut_mac, tst_mac = parse_mac(lab.iut.mac), parse_mac(lab.tst.mac)
+    # to the alien MAC, as the IUT addresses the emulator: an engine takes only frames to its MAC
+    iut_mac, tst_mac = parse_mac(lab.iut.mac), parse_mac(lab.alien_mac)
     first = [Segment(40000, 20000, 1000, 0, TcpFlags.SYN, 500)] if syn else []
 
     def options(i: int) -> tuple[TcpOption, ...]:

@@ -19,9 +19,11 @@ import pathlib
 import random
 import struct
 import time
+import weakref
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Final, TypeVar
@@ -54,6 +56,7 @@ from .core import (
     SegmentKind,
     TcpState,
     _worth_logging,
+    check_rto,
 )
 from .faults import NO_FAULTS, FaultAction, FaultInjector, Faults
 from .wire import (
@@ -77,7 +80,16 @@ from .wire import (
     predict_untrusted,
 )
 
-__all__ = ["Engine", "Connection", "EngineStatistics", "Listener", "ListenerStatistics", "open_engine"]
+__all__ = [
+    "Engine",
+    "Connection",
+    "EngineContext",
+    "EngineStatistics",
+    "Listener",
+    "ListenerStatistics",
+    "engines_on",
+    "open_engine",
+]
 
 log = logging.getLogger("tcpemu.engine")
 trace_log = logging.getLogger("tcpemu.trace")
@@ -92,6 +104,8 @@ BATCH: Final = 256
 # and without the payload (1,000 full segments are 1.4 MB per connection).
 TraceRecord = tuple[object, ...]
 _EXPECTED: Final = SegmentKind.EXPECTED  # a global: quicker than the member looked up on its class
+_RETRANSMIT: Final = SegmentKind.RETRANSMIT
+_RST: Final = TcpFlags.RST
 
 
 def _record(t: float, direction: str, seg: Segment, options: bytes, note: str = "") -> TraceRecord:
@@ -134,13 +148,78 @@ class EngineStatistics:
     """ARP replies and neighbour advertisements sent for emulated addresses."""
     frames_predicted: int
     """Frames taken by header prediction: straight from the header to the core, no full parse."""
+    frames_other_host: int
+    """TCP frames for an emulated address but addressed to another MAC (a NIC would not take
+    them either): not delivered.  A neighbour entry pointing at a black hole does this."""
+    frames_cut: int
+    """Frames not sent because their destination MAC is cut (:meth:`Engine.cut_path`)."""
+    internal_errors: int
+    """Frames or timers whose handling raised (a defect): dropped, logged with the traceback."""
 
 
 def _addr(value: object, what: str) -> IPAddress:
+    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return value
+    if not isinstance(value, str):
+        raise UsageError(f"{what}: an IP address is a str like '198.18.0.2', got {value!r}")
     try:
-        return ipaddress.ip_address(value)  # type: ignore[arg-type]
+        return ipaddress.ip_address(value)
     except ValueError:
         raise UsageError(f"{what}: not an IP address: {value!r}") from None
+
+
+def _endpoint(what: str, value: object, *, port_optional: bool) -> tuple[IPAddress, int | None]:
+    """An (address, port) pair from the caller, checked; port None only where allowed."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise UsageError(f"{what} must be an (address, port) pair, got {value!r}")
+    ip, port = value
+    if port is None and port_optional:
+        return _addr(ip, what), None
+    _check_int(f"{what} port", port, 1, 0xFFFF)
+    return _addr(ip, what), port
+
+
+def _check_int(what: str, value: object, low: int, high: int) -> None:
+    """An int (a bool is not one here) in low..high, else UsageError naming it."""
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise UsageError(f"{what} must be an int {low}..{high}, got {value!r}")
+
+
+def _check_bool(what: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise UsageError(f"{what} must be True or False, got {value!r}")
+
+
+def _check_timeout(what: str, value: object, *, positive: bool = False) -> None:
+    """A number of seconds: finite (or inf), not NaN, >= 0 (> 0 if ``positive``)."""
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or math.isnan(value)
+        or value < 0
+        or (positive and value == 0)
+    ):
+        raise UsageError(
+            f"{what} must be a number of seconds {'> 0' if positive else '>= 0'}"
+            f"{'' if positive else ' or None'}, got {value!r}"
+        )
+
+
+def _deadline(what: str, timeout: float | None) -> float:
+    """The trio deadline of a ``timeout=`` argument (None: none)."""
+    if timeout is None:
+        return math.inf
+    _check_timeout(f"{what}: timeout", timeout)
+    return trio.current_time() + timeout
+
+
+def _check_options(what: str, options: object) -> tuple[TcpOption, ...]:
+    if not isinstance(options, (list, tuple)) or not all(isinstance(o, TcpOption) for o in options):
+        raise UsageError(
+            f"{what}: options must be a list of tcpemu.TcpOption "
+            f"(raw option bytes: conn.segment(options=b'...')), got {options!r}"
+        )
+    return tuple(options)
 
 
 class Connection:
@@ -179,7 +258,6 @@ class Connection:
         self._resolve_first = False
         # TraceRecords: numbers, strings and bytes, formatted only when asked
         self._trace: deque[TraceRecord] = deque(maxlen=engine._trace_depth)
-        self._traced_state = core.state
         self.faults_out: Faults | None = None
         """Faults applied to this connection's outgoing frames (None: the engine's)."""
         self.faults_in: Faults | None = None
@@ -260,10 +338,7 @@ class Connection:
     @window.setter
     def window(self, value: int) -> None:
         """The window we advertise, in bytes (scaled on the wire when window scaling was agreed)."""
-        limit = 0xFFFF << (self.core.wscale or 0)
-        if not 0 <= value <= limit:
-            raise UsageError(f"window must be 0..{limit}, got {value}")
-        self.core.window = value
+        self.core.set_window(value)
 
     def statistics(self) -> ConnectionStatistics:
         return self.core.statistics()
@@ -304,17 +379,16 @@ class Connection:
             note=note,
         )
 
-    def _learn_mac(self, mac: bytes) -> None:
-        """remote_mac was not given: the peer's first frame tells it."""
+    def _learn_mac(self, mac: bytes, how: str = "learnt from the peer's first frame") -> None:
+        """remote_mac was not given: the peer's first frame tells it, or ARP/NDP did."""
         self.remote_mac = mac
         self._template = self._engine._template(self.local_mac, mac, self.local_ip, self.remote_ip)
-        self._event(f"remote MAC learnt from the peer: {format_mac(mac)}")
+        self._event(f"remote MAC {how}: {format_mac(mac)}")
 
-    def _note_state(self, now: float | None = None) -> None:
-        new = self.core.state
-        # _name_ is the plain attribute behind the .name property, at a fraction of its cost
-        self._event(f"state {self._traced_state._name_} -> {new._name_}", now)
-        self._traced_state = new
+    def _core_events(self, now: float | None = None) -> None:
+        """What the core reported (state moves, RSTs taken or ignored, overflows), into the trace."""
+        for event in self.core.pop_events():
+            self._event(event.text, now)
 
     def _event(self, text: str, now: float | None = None) -> None:
         """A line in the trace at ``now`` (default: the current time)."""
@@ -330,9 +404,9 @@ class Connection:
         self._changed = trio.Event()
 
     def _check_usable(self, what: str) -> None:
+        self._engine._check_running(what)  # the engine first: its closing closes us too
         if self._closed:
             raise ConnectionClosedError(f"{what}: this connection was closed (destroyed) by the test")
-        self._engine._check_running(what)
 
     def _check_rst(self, what: str) -> None:
         if self.core.rst_got:
@@ -354,11 +428,20 @@ class Connection:
         )
         return f"{n} segment{'s' if n != 1 else ''} arrived{desc}"
 
-    async def _wait(self, what: str, timeout: float | None, ready: Callable[[], T | None]) -> T:
-        """Wait until ``ready()`` returns non-None; it may raise to end the wait."""
+    async def _wait(
+        self, what: str, timeout: float | None, ready: Callable[[], T | None], deadline: float | None = None
+    ) -> T:
+        """Wait until ``ready()`` returns non-None; it may raise to end the wait.
+
+        trio's rule: a call cancelled before anything happened raises and did
+        nothing; ``ready()`` runs with no checkpoint between its effect and
+        the return, so a result is never lost to a cancellation.
+        """
+        if deadline is None:
+            deadline = _deadline(what, timeout)
         self._check_usable(what)
+        await trio.lowlevel.checkpoint_if_cancelled()
         before = self.core.statistics().segments_received
-        deadline = math.inf if timeout is None else trio.current_time() + timeout
         with trio.move_on_at(deadline):
             while True:
                 self._check_usable(what)
@@ -382,6 +465,8 @@ class Connection:
         For conditions the other calls do not name, e.g.
         ``await conn.wait_until(lambda c: c.statistics().retransmits_seen >= 2, timeout=3)``.
         """
+        if not callable(predicate):
+            raise UsageError(f"wait_until: predicate must be callable, got {predicate!r}")
         label = f"wait_until ({what or getattr(predicate, '__name__', 'condition')})"
         await self._wait(label, timeout, lambda: True if predicate(self) else None)
 
@@ -397,15 +482,27 @@ class Connection:
         """
         what = "wait_open"
         core = self.core
+        deadline = _deadline(what, timeout)  # one bound for the resolution and the handshake
+        self._check_usable(what)
         if self._resolve_first:
             # CLIENT without remote_mac: find the peer's MAC, then send the SYN
-            with trio.fail_after(timeout if timeout is not None else math.inf):
-                mac = await self._engine.resolve(
-                    self.remote_ip, local_ip=self.local_ip, local_mac=self.local_mac
+            with trio.move_on_at(deadline):
+                try:
+                    mac = await self._engine.resolve(
+                        self.remote_ip, local_ip=self.local_ip, local_mac=self.local_mac
+                    )
+                except TcpemuTimeoutError as exc:
+                    raise TcpemuTimeoutError(f"wait_open: the peer's MAC is unknown: {exc}") from None
+                self._learn_mac(parse_mac(mac), "resolved with ARP/NDP")
+                self._resolve_first = False
+                self._transmit(core.syn(trio.current_time()))
+            if self._resolve_first:
+                error = (
+                    f"wait_open: timed out after {timeout} s resolving {self.remote_ip}'s MAC "
+                    "(no ARP/NDP answer); no SYN sent"
                 )
-            self._learn_mac(parse_mac(mac))
-            self._resolve_first = False
-            self._transmit(core.syn(trio.current_time()))
+                self._event(error)
+                raise TcpemuTimeoutError(error)
 
         def step() -> bool | None:
             self._check_rst(what)
@@ -414,7 +511,7 @@ class Connection:
             if core.mode is Mode.SERVER and core.syn_got and not core.syn_sent:
                 self._transmit(core.syn_ack(trio.current_time()))
             elif core.state is TcpState.SYN_SENT and core.syn_ack_got:
-                self._transmit(core.ack_now())
+                self._transmit(core.ack_now(trio.current_time()))
                 return True
             elif (
                 core.state is TcpState.SYN_RECEIVED
@@ -429,7 +526,7 @@ class Connection:
             return None
 
         waiting = "the peer's SYN" if core.mode is Mode.SERVER else "the peer's SYN-ACK"
-        await self._wait(f"{what} (waiting for {waiting}, then its ACK)", timeout, step)
+        await self._wait(f"{what} (waiting for {waiting}, then its ACK)", timeout, step, deadline)
         # the handshake's own segments are not messages for the test to read
         core.discard_handshake()
 
@@ -450,6 +547,7 @@ class Connection:
         retransmits (segments whose sequence number was already seen).
         """
         what = "recv_msg" + (" (skipping retransmits)" if skip_retransmits else "")
+        _check_bool("recv_msg: ack", ack)
 
         def ready() -> Message | None:
             if self.core.peek_message(skip_retransmits=skip_retransmits) is None:
@@ -465,6 +563,7 @@ class Connection:
     def recv_msg_nowait(self, *, ack: bool = True, skip_retransmits: bool = False) -> Message:
         """Like :meth:`recv_msg`, raising :class:`~tcpemu.WouldBlock` when nothing is queued."""
         self._check_usable("recv_msg_nowait")
+        _check_bool("recv_msg_nowait: ack", ack)
         msg = self.core.pop_message_nowait(skip_retransmits=skip_retransmits)
         self._ack_read(msg, ack)
         return msg
@@ -472,55 +571,81 @@ class Connection:
     def _ack_read(self, msg: Message, ack: bool) -> None:
         """recv_msg's ACK: for what takes sequence space, never for a RST or a pure ACK."""
         if ack and msg.seq_len and not msg.flags & TcpFlags.RST:
-            self._transmit(self.core.ack_now())
+            self._transmit(self.core.ack_now(trio.current_time()))
 
     async def recv_data(self, idle: float, *, ack: bool = True, timeout: float | None = None) -> bytes:
         """All payload the peer sends, in order, until it is idle for ``idle`` s or sends FIN.
 
         Out-of-order segments are reassembled.  Queued messages are consumed.
-        ack=True acknowledges new data as it arrives.  Raises
+        ack=True acknowledges new data as it arrives (and answers a
+        retransmitted or out-of-order segment with a duplicate ACK).  Raises
         TcpemuTimeoutError if nothing at all arrived within ``idle`` (or
         ``timeout``, an overall bound), and ConnectionBrokenError on a RST.
+        Cancelled, it loses nothing: the bytes read so far are put back for
+        the next read.
         """
         self._check_usable("recv_data")
-        if idle <= 0:
-            raise UsageError(f"recv_data: idle must be > 0 s, got {idle}")
+        _check_timeout("recv_data: idle", idle, positive=True)
+        overall = _deadline("recv_data", timeout)
+        _check_bool("recv_data: ack", ack)
+        await trio.lowlevel.checkpoint_if_cancelled()
         core = self.core
         data = bytearray()
         before = core.statistics().segments_received
-        seen_odd = core._counters.retransmits_seen + core._counters.out_of_order_seen
-        overall = math.inf if timeout is None else trio.current_time() + timeout
-        with trio.move_on_at(overall) as overall_scope:
-            while True:
-                chunk = core.read_stream()
-                data += chunk
-                # ACK new data, and answer a retransmitted or out-of-order
-                # segment with a duplicate ACK, as a receiver must: the peer
-                # may have lost our last ACK.
-                c = core._counters
-                odd = c.retransmits_seen + c.out_of_order_seen
-                if (
-                    ack
-                    and core.next_ackn is not None
-                    and (core.next_ackn != core.last_ackn_sent or odd != seen_odd)
-                ):
-                    self._transmit(core.ack_now())
-                seen_odd = odd
-                if core.fin_got:
-                    return bytes(data)
-                if core.rst_got:
-                    raise ConnectionBrokenError(
-                        f"recv_data: the peer reset the connection after {len(data)} bytes"
-                    )
-                with trio.move_on_after(idle) as idle_scope:
-                    self._check_usable("recv_data")
-                    await self._changed.wait()
-                if idle_scope.cancelled_caught:
-                    break
+        try:
+            with trio.move_on_at(overall) as overall_scope:
+                while True:
+                    data += core.read_stream()
+                    if ack and core.should_ack():
+                        self._transmit(core.ack_now(trio.current_time()))
+                    if core.fin_got:
+                        return bytes(data)
+                    if core.rst_got:
+                        raise ConnectionBrokenError(
+                            f"recv_data: the peer reset the connection after {len(data)} bytes"
+                        )
+                    with trio.move_on_after(idle) as idle_scope:
+                        self._check_usable("recv_data")
+                        await self._changed.wait()
+                    if idle_scope.cancelled_caught:
+                        break
+        except BaseException:
+            core.unread(bytes(data))  # cancelled, reset or closed: the next read gets them
+            raise
         if data:
             return bytes(data)
         bound = f"{timeout} s" if overall_scope.cancelled_caught else f"idle {idle} s"
         raise TcpemuTimeoutError(f"recv_data: no data within {bound}; {self._arrived(before)}")
+
+    async def recv_exactly(self, n: int, timeout: float | None = None, *, ack: bool = True) -> bytes:
+        """Exactly ``n`` bytes of the in-order stream (no more are consumed), waiting for them.
+
+        Raises ConnectionBrokenError on a RST, and TcpemuTimeoutError naming
+        how many bytes came when the FIN arrives first or ``timeout`` passes
+        (the bytes stay unread then).
+        """
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise UsageError(f"recv_exactly: n must be an int >= 0, got {n!r}")
+        _check_bool("recv_exactly: ack", ack)
+        core = self.core
+        what = f"recv_exactly ({n} bytes)"
+
+        def ready() -> bytes | None:
+            if core.stream_available() >= n:
+                data = core.read_bytes(n)
+                if ack and core.should_ack():
+                    self._transmit(core.ack_now(trio.current_time()))
+                return data
+            self._check_rst(what)
+            if core.fin_got:
+                raise TcpemuTimeoutError(
+                    f"{what}: the peer sent FIN after {core.stream_available()} bytes; they stay unread"
+                )
+            if ack and core.should_ack():
+                self._transmit(core.ack_now(trio.current_time()))
+            return None
+
+        return await self._wait(what, timeout, ready)
 
     # ------------------------------------------------------------------ send
 
@@ -535,8 +660,16 @@ class Connection:
         options: list[TcpOption] | tuple[TcpOption, ...] | None = None,
         urgent: int = 0,
     ) -> Segment:
-        """Send one segment; see :meth:`tcpemu.core.ConnectionCore.send` for the numbering."""
+        """Send one segment; see :meth:`tcpemu.core.ConnectionCore.send` for the numbering.
+
+        Cancelled before it sends, it raises and sends nothing; once sent, it returns.
+        """
         self._check_usable("send_msg")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise UsageError(f"send_msg: payload must be bytes, got {type(payload).__name__}")
+        if options is not None:
+            options = _check_options("send_msg", options)
         room = self._engine._payload_room(self, options)
         if len(payload) > room:
             raise UsageError(
@@ -555,7 +688,7 @@ class Connection:
             now=trio.current_time(),
         )
         self._transmit(seg)
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.cancel_shielded_checkpoint()
         return seg
 
     def segment(self, payload: bytes = b"", **fields: object) -> SegmentSpec:
@@ -582,6 +715,7 @@ class Connection:
                     f"segment(): no field {name!r}; fields: {', '.join(SegmentSpec.__dataclass_fields__)}"
                 )
             setattr(spec, name, value)
+        spec.check()
         return spec
 
     def stream_segments(self, data: bytes, cuts: list[int]) -> list[SegmentSpec]:
@@ -590,6 +724,10 @@ class Connection:
         Send them in any order (or some twice) with :meth:`send_segments`,
         then ``update_sent_seq(len(data))``.
         """
+        if not isinstance(cuts, (list, tuple)) or not all(
+            isinstance(c, int) and not isinstance(c, bool) for c in cuts
+        ):
+            raise UsageError(f"stream_segments: cuts must be a list of int offsets, got {cuts!r}")
         bounds = [0, *sorted(set(cuts)), len(data)]
         if bounds[1] < 0 or bounds[-2] > len(data):
             raise UsageError(f"cuts must lie within 0..{len(data)}, got {cuts}")
@@ -605,33 +743,46 @@ class Connection:
         the segments are recorded as sent (last_seqn_sent, the trace, the capture).
         """
         self._check_usable("send_segments")
-        frames = []
-        for spec in [specs] if isinstance(specs, SegmentSpec) else specs:
-            frame = spec.encode(self)
-            seg = spec.as_segment(self)
-            self.core._record_sent(seg, advance=False)
-            t = trio.current_time() - self._engine._t0
+        listed = [specs] if isinstance(specs, SegmentSpec) else specs
+        if not isinstance(listed, (list, tuple)) or not all(isinstance(x, SegmentSpec) for x in listed):
+            raise UsageError(f"send_segments takes a SegmentSpec or a list of them, got {specs!r}")
+        # every frame is built (and checked) before the first leaves: all or nothing
+        built = [(spec.encode(self), spec.as_segment(self)) for spec in listed]
+        await trio.lowlevel.checkpoint_if_cancelled()
+        t = trio.current_time() - self._engine._t0
+        for frame, seg in built:
+            self.core.record_sent(seg)
             # from the options, not the frame: a spec may give any data offset
-            self._trace.append(_record(t, ">", seg, encode_options(seg.options)))
+            note = "path cut: not sent" if frame[:6] in self._engine._cut else ""
+            self._trace.append(_record(t, ">", seg, encode_options(seg.options), note))
             self._engine._transmit([frame])
-            frames.append(frame)
-        await trio.lowlevel.checkpoint()
-        return frames
+        self._core_events()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return [frame for frame, _ in built]
 
     async def send_frames(self, frames: list[bytes]) -> None:
         """Put raw frames on the link for this connection, as they are (fragments,
         frames broken with :mod:`tcpemu.malform`).  Nothing is recorded in the
         connection's numbering; the capture has them."""
         self._check_usable("send_frames")
+        if not isinstance(frames, (list, tuple)) or not all(
+            isinstance(f, (bytes, bytearray)) and len(f) >= ETH_HLEN for f in frames
+        ):
+            raise UsageError(
+                f"send_frames takes a list of Ethernet frames (bytes of at least {ETH_HLEN}), got {frames!r}"
+            )
+        await trio.lowlevel.checkpoint_if_cancelled()
         for frame in frames:
             self._trace.append(
                 (trio.current_time() - self._engine._t0, "!", f"raw frame of {len(frame)} bytes sent")
             )
-            self._engine._transmit([frame])
-        await trio.lowlevel.checkpoint()
+            self._engine._transmit([bytes(frame)])
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     def update_sent_seq(self, new_bytes: int) -> None:
         """Advance next_seqn by ``new_bytes`` (after sending with an explicit seq)."""
+        if not isinstance(new_bytes, int) or isinstance(new_bytes, bool):
+            raise UsageError(f"update_sent_seq takes an int byte count, got {new_bytes!r}")
         self.core.update_sent_seq(new_bytes)
 
     async def send_data(self, data: bytes, *, timeout: float | None = None, mss: int | None = None) -> None:
@@ -643,15 +794,21 @@ class Connection:
         window is probed (a pure ACK one below next_seqn) every 0.5 s.
         Returns once everything is handed to the link, not once acknowledged:
         ``await conn.wait_until(lambda c: c.core.unacked_bytes() == 0)`` for that.
+        Like trio's ``send_all``, a cancelled or timed-out call leaves the
+        segments already sent on the wire: ``next_seqn`` says how far it got.
         """
         self._check_usable("send_data")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise UsageError(f"send_data: data must be bytes, got {type(data).__name__}")
+        if mss is not None:
+            _check_int("send_data: mss", mss, 1, 0xFFFF)
+        deadline = _deadline("send_data", timeout)
         core = self.core
         seg_max = min(
             mss or core.peer_mss or DEFAULT_MSS,
             self._engine._payload_room(self, None),
         )
         view = memoryview(data)
-        deadline = math.inf if timeout is None else trio.current_time() + timeout
         with trio.move_on_at(deadline):
             while view:
                 n = min(seg_max, len(view))
@@ -664,20 +821,26 @@ class Connection:
                     try:
                         await self.wait_until(room, timeout=0.5, what="room in the peer's window")
                     except TcpemuTimeoutError:
-                        if core.unacked_bytes() == 0 and not core._unacked:
+                        if core.unacked_bytes() == 0 and core.next_deadline() is None:
                             # a lost window update would wait for ever: probe
-                            self._transmit(core.send(seq=(core.snd_nxt - 1) % 2**32, flags=TcpFlags.ACK))
+                            self._transmit(core.window_probe(trio.current_time()), "window probe")
                         continue
                 await self.send_msg(bytes(view[:n]))
                 view = view[n:]
             return
         raise TcpemuTimeoutError(f"send_data: {len(view)} of {len(data)} bytes not sent within {timeout} s")
 
-    async def send_ack(self, ackn: int | None = None) -> Segment:
-        """A pure ACK: of next_ackn, or of ``ackn``."""
+    async def send_ack(self, ackn: int | None = None, *, window: int | None = None) -> Segment:
+        """A pure ACK: of next_ackn, or of ``ackn``; ``window`` is the raw window field
+        (default: the connection's window, scaled as agreed)."""
         self._check_usable("send_ack")
-        seg = self._transmit(self.core.ack_now(ackn))
-        await trio.lowlevel.checkpoint()
+        if ackn is not None:
+            _check_int("send_ack: ackn", ackn, 0, 0xFFFFFFFF)
+        if window is not None:
+            _check_int("send_ack: window", window, 0, 0xFFFF)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        seg = self._transmit(self.core.ack_now(trio.current_time(), ackn, window=window))
+        await trio.lowlevel.cancel_shielded_checkpoint()
         return seg
 
     async def ack_all(self) -> Segment:
@@ -685,26 +848,37 @@ class Connection:
         return await self.send_ack()
 
     async def send_fin(self, timeout: float | None = None) -> Segment:
-        """Send FIN|ACK at next_seqn and wait until the peer acknowledges it."""
+        """Send FIN|ACK at next_seqn and wait until the peer acknowledges it.
+
+        Refused (nothing sent) after the peer's RST.  Cancelled or timed out
+        while waiting for the ACK, the FIN stays sent (the state shows it).
+        """
+        what = "send_fin (waiting for the ACK of our FIN)"
+        deadline = _deadline("send_fin", timeout)
         self._check_usable("send_fin")
+        self._check_rst("send_fin")
+        await trio.lowlevel.checkpoint_if_cancelled()
         seg = self._transmit(self.core.fin(trio.current_time()))
 
         def acked() -> bool | None:
-            self._check_rst("send_fin (waiting for the ACK of our FIN)")
+            self._check_rst(what)
             return True if self.core.fin_acked else None
 
-        await self._wait("send_fin (waiting for the ACK of our FIN)", timeout, acked)
+        await self._wait(what, timeout, acked, deadline)
         return seg
 
     async def send_fin_ack(self, timeout: float | None = None) -> Segment:
         """The old API's name for :meth:`send_fin`: FIN|ACK, then wait for its ACK."""
         return await self.send_fin(timeout)
 
-    async def send_rst(self) -> Segment:
-        """Send RST|ACK at next_seqn; waits for nothing."""
+    async def send_rst(self, *, ack: bool = True) -> Segment:
+        """Send RST|ACK at next_seqn; waits for nothing.  ``ack=False``: a bare RST (no ACK
+        flag, ack field 0), as a stack answers a segment for no connection."""
         self._check_usable("send_rst")
-        seg = self._transmit(self.core.rst())
-        await trio.lowlevel.checkpoint()
+        _check_bool("send_rst: ack", ack)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        seg = self._transmit(self.core.rst(trio.current_time(), ack=ack))
+        await trio.lowlevel.cancel_shielded_checkpoint()
         return seg
 
     # ----------------------------------------------------------------- close
@@ -754,6 +928,39 @@ class SegmentSpec:
     ip_checksum: int | None = None
     ip_total_length: int | None = None
 
+    def check(self) -> None:
+        """Every field in its range on the wire, else UsageError naming it."""
+        if not isinstance(self.payload, (bytes, bytearray, memoryview)):
+            raise UsageError(f"segment: payload must be bytes, got {type(self.payload).__name__}")
+        for name, top in (
+            ("seq", 0xFFFFFFFF),
+            ("ack", 0xFFFFFFFF),
+            ("flags", 0xFFF),
+            ("window", 0xFFFF),
+            ("urgent", 0xFFFF),
+            ("ttl", 255),
+            ("tos", 255),
+            ("ip_id", 0xFFFF),
+        ):
+            _check_int(f"segment: {name}", getattr(self, name), 0, top)
+        for name, top in (
+            ("data_offset", 15),
+            ("checksum", 0xFFFF),
+            ("ip_checksum", 0xFFFF),
+            ("ip_total_length", 0xFFFF),
+        ):
+            if getattr(self, name) is not None:
+                _check_int(f"segment: {name}", getattr(self, name), 0, top)
+        if not isinstance(self.df, bool):
+            raise UsageError(f"segment: df must be True or False, got {self.df!r}")
+        if not isinstance(self.ip_options, bytes) or len(self.ip_options) > 40:
+            raise UsageError(f"segment: ip_options must be at most 40 bytes, got {self.ip_options!r}")
+        if isinstance(self.options, bytes):
+            if len(self.options) > 40:
+                raise UsageError(f"segment: raw options of {len(self.options)} bytes exceed 40")
+        else:
+            encode_options(_check_options("segment", self.options))
+
     def as_segment(self, conn: Connection) -> Segment:
         opts = tuple(self.options) if isinstance(self.options, list) else ()
         return Segment(
@@ -769,6 +976,7 @@ class SegmentSpec:
         )
 
     def encode(self, conn: Connection) -> bytes:
+        self.check()  # fields may have been changed since segment() made it
         seg = self.as_segment(conn)
         raw_opts = self.options if isinstance(self.options, bytes) else encode_options(self.options)
         raw_opts += b"\x00" * (-len(raw_opts) % 4)
@@ -999,6 +1207,11 @@ class Listener:
 class Engine:
     """Packet pump and dispatch table for one link; use :func:`open_engine`."""
 
+    def __repr__(self) -> str:
+        where = f" netns {self._where[0]}" if self._where and self._where[0] else ""
+        state = "closed" if self._closed else "broken" if self._broken is not None else "open"
+        return f"<tcpemu.Engine {self.name}{where} {state}, {len(self._all)} connections>"
+
     def __init__(
         self,
         link: FrameLink,
@@ -1017,6 +1230,8 @@ class Engine:
         owned_addresses: frozenset[IPAddress] = frozenset(),
     ) -> None:
         self._link = link
+        self._reliable = False
+        self._rto = 0.2
         self.reliable = reliable
         self.rto = rto
         self.faults_out = faults_out or NO_FAULTS
@@ -1062,8 +1277,33 @@ class Engine:
         self._closed = False
         self._t0 = trio.current_time()
         self._label_seq = 0
+        self._other_host = 0
+        self._internal_errors = 0
+        self._cut: frozenset[bytes] = frozenset()
+        self._frames_cut = 0
+        self._where: tuple[str | None, str] | None = None  # (netns, ifname) of a packet socket
 
     # ---------------------------------------------------------------- public
+
+    @property
+    def reliable(self) -> bool:
+        """Whether new connections retransmit what the peer does not acknowledge."""
+        return self._reliable
+
+    @reliable.setter
+    def reliable(self, value: bool) -> None:
+        _check_bool("reliable", value)
+        self._reliable = value
+
+    @property
+    def rto(self) -> float:
+        """The retransmission timeout (seconds) of new reliable connections."""
+        return self._rto
+
+    @rto.setter
+    def rto(self, value: float) -> None:
+        check_rto(value)  # checked here: a bad value must not reach the pump's listeners
+        self._rto = float(value)
 
     def connection(
         self,
@@ -1109,10 +1349,23 @@ class Engine:
         self._check_running("connection")
         if not isinstance(mode, Mode):
             raise UsageError(f"mode must be tcpemu.SERVER or tcpemu.CLIENT, got {mode!r}")
-        local_ip, local_port = _addr(local[0], "local"), local[1]
-        remote_ip, remote_port = _addr(remote[0], "remote"), remote[1]
+        local_ip, local_port = _endpoint("local", local, port_optional=False)
+        remote_ip, remote_port = _endpoint("remote", remote, port_optional=True)
         if local_ip.version != remote_ip.version:
             raise UsageError(f"local {local_ip} and remote {remote_ip} differ in IP version")
+        if max_queue is not None:
+            _check_int("max_queue", max_queue, 1, 1 << 30)
+        if reliable is not None:
+            _check_bool("reliable", reliable)
+        if isn is not None:
+            _check_int("isn", isn, 0, 0xFFFFFFFF)
+        raw_local_mac = parse_mac(local_mac)
+        raw_remote_mac = parse_mac(remote_mac) if remote_mac is not None else _UNKNOWN_MAC
+        if remote_port is None and listen_key(local_ip, local_port) in self._auto:
+            raise UsageError(
+                f"a listener (engine.listen) takes SYNs to {local_ip}:{local_port} already; "
+                "a SERVER connection with remote port None there would never see one"
+            )
         core = ConnectionCore(
             mode,
             src_port=local_port,
@@ -1120,7 +1373,7 @@ class Engine:
             isn=self._rng.getrandbits(32) if isn is None else isn,
             window=window,
             mss=mss,
-            max_queue=max_queue or self._max_queue,
+            max_queue=self._max_queue if max_queue is None else max_queue,
             reliable=self.reliable if reliable is None else reliable,
             rto=self.rto,
             wscale=wscale,
@@ -1134,8 +1387,8 @@ class Engine:
             core,
             local_ip=local_ip,
             remote_ip=remote_ip,
-            local_mac=parse_mac(local_mac),
-            remote_mac=parse_mac(remote_mac) if remote_mac is not None else _UNKNOWN_MAC,
+            local_mac=raw_local_mac,
+            remote_mac=raw_remote_mac,
             label=f"c{self._label_seq} ",
         )
         if remote_port is None:
@@ -1180,12 +1433,15 @@ class Engine:
         not yet accepted); SYNs beyond that are counted and not answered.
         """
         self._check_running("listen")
-        local_ip, local_port = _addr(local[0], "local"), local[1]
+        local_ip, local_port = _endpoint("local", local, port_optional=False)
+        assert local_port is not None
         key = listen_key(local_ip, local_port)
         if key in self._auto or key in self._listeners:
             raise UsageError(f"something listens on {local_ip}:{local_port} already")
-        if backlog < 1:
-            raise UsageError(f"backlog must be at least 1, got {backlog}")
+        _check_int("backlog", backlog, 1, 1 << 30)
+        _check_bool("auto_open", auto_open)
+        if max_queue is not None:
+            _check_int("max_queue", max_queue, 1, 1 << 30)
         lst = Listener(
             self,
             local_ip,
@@ -1195,7 +1451,7 @@ class Engine:
             mss=mss,
             backlog=backlog,
             auto_open=auto_open,
-            max_queue=max_queue or self._max_queue,
+            max_queue=self._max_queue if max_queue is None else max_queue,
         )
         self._auto[key] = lst
         self._addr_refs[local_ip] += 1
@@ -1222,7 +1478,42 @@ class Engine:
             tx_errors=self._tx_errors,
             neighbour_replies=self._neighbour_replies,
             frames_predicted=self._predicted_count,
+            frames_other_host=self._other_host,
+            frames_cut=self._frames_cut,
+            internal_errors=self._internal_errors,
         )
+
+    @property
+    def cut_macs(self) -> frozenset[bytes]:
+        """Destination MACs whose frames are dropped instead of sent (see :meth:`cut_path`)."""
+        return self._cut
+
+    def cut_path(self, mac: str | bytes) -> None:
+        """Cut the path towards ``mac``: every frame this engine would send to that
+        destination MAC is dropped, as a broken link loses it.
+
+        Counted in ``frames_cut`` and noted in the sending connection's trace;
+        :meth:`restore_path` undoes it.  The lab's ``break_path`` calls this
+        where the emulator itself sends in the broken direction.
+        """
+        raw = parse_mac(mac)
+        if raw not in self._cut:
+            self._cut = self._cut | {raw}
+            self.note(f"path towards {format_mac(raw)} cut: frames to it are dropped")
+
+    def restore_path(self, mac: str | bytes) -> None:
+        """Undo :meth:`cut_path`: frames to ``mac`` are sent again."""
+        raw = parse_mac(mac)
+        if raw in self._cut:
+            self._cut = self._cut - {raw}
+            self.note(f"path towards {format_mac(raw)} restored")
+
+    def note(self, text: str) -> None:
+        """An event line in the trace of every live connection of this engine."""
+        if not isinstance(text, str):
+            raise UsageError(f"note: text must be a str, got {type(text).__name__}")
+        for conn in list(self._all):
+            conn._event(text)
 
     async def aclose(self) -> None:
         """Stop the pump (through open_engine's nursery) and close the link."""
@@ -1336,6 +1627,8 @@ class Engine:
         sent from ``local_ip``/``local_mac``; ``attempts`` questions ``timeout`` s apart."""
         self._check_running("resolve")
         target, source, mac = _addr(ip, "resolve"), _addr(local_ip, "local_ip"), parse_mac(local_mac)
+        _check_timeout("resolve: timeout", timeout, positive=True)
+        _check_int("resolve: attempts", attempts, 1, 100)
         if target.version != source.version:
             raise UsageError(f"resolve: {target} and {source} differ in IP version")
         event, answer = trio.Event(), []
@@ -1404,10 +1697,12 @@ class Engine:
     def _send_segment(self, conn: Connection, seg: Segment, note: str = "") -> None:
         data = conn._template.build(seg)
         now = trio.current_time()
+        if self._cut and conn.remote_mac in self._cut:
+            note = f"{note}, path cut: not sent" if note else "path cut: not sent"
         record = _record(now - self._t0, ">", seg, _template_options(data), note)
         conn._trace.append(record)
-        if conn.core.state is not conn._traced_state:
-            conn._note_state(now)
+        if conn.core.events:
+            conn._core_events(now)
         if conn.core.reliable:
             self._kick_timers(conn.core.next_deadline())
         faults = conn.faults_out or self.faults_out
@@ -1435,6 +1730,13 @@ class Engine:
             self._transmit([frame])
 
     def _transmit(self, frames: list[bytes]) -> None:
+        if self._cut:
+            kept = [f for f in frames if f[:6] not in self._cut]
+            if len(kept) != len(frames):
+                self._frames_cut += len(frames) - len(kept)
+                if not kept:
+                    return
+                frames = kept
         if self.capture is not None:
             for frame in frames:
                 self.capture.write(frame, OUTBOUND)
@@ -1467,6 +1769,9 @@ class Engine:
         if fields is not None:
             conn = self._conns.get(fields[0])
             if conn is not None:
+                if not frame.startswith(conn.local_mac):
+                    self._other_host += 1  # for our address, but not to our MAC: a NIC drops it
+                    return None
                 return self._predicted(conn, fields, frame, now, replay)
         try:
             fkey, lkey, start, end = classify_untrusted(frame)
@@ -1475,12 +1780,19 @@ class Engine:
                 conn = self._listeners.get(lkey)
                 syn_only = frame[start + 13] & 0x12 == 0x02
                 if conn is None and syn_only and lkey in self._auto:
-                    conn = self._auto[lkey]._spawn(frame, fkey, lkey)
+                    listener = self._auto[lkey]
+                    if not frame.startswith(listener.local_mac):
+                        self._other_host += 1
+                        return None
+                    conn = listener._spawn(frame, fkey, lkey)
                     if conn is None:
                         return None  # backlog full: counted by the listener
                 elif conn is None or not syn_only or fkey[: len(lkey) - 2] != conn.remote_ip.packed:
                     self._unmatched += 1
                     return None
+            if not frame.startswith(conn.local_mac):
+                self._other_host += 1
+                return None
             seg = parse_tcp_untrusted(frame, start, end)
         except MalformedFrameError as exc:
             # ARP and ICMPv6 are "not TCP" to the classifier: the filter only
@@ -1508,14 +1820,13 @@ class Engine:
         is parsed and takes :meth:`_deliver`.  The result is the same."""
         _, seq, ack, flags, window, urgent, options, payload, start, end = fields
         if conn.remote_mac is not _UNKNOWN_MAC and not (conn.faults_in or self.faults_in).any:
-            overflows = conn.core._counters.queue_overflows
             msg = conn.core.receive_predicted(seq, ack, flags, window, urgent, options, payload, now)
             if msg is not None:
                 self._predicted_count += 1
                 # the record _record makes, from the header's fields: there is no Segment here
                 raw_options = frame[start + 20 : end - len(payload)] if options else b""
                 record = (now - self._t0, "<", seq, ack, flags, window, raw_options, len(payload), "")
-                self._received(conn, msg, record, overflows, now)
+                self._received(conn, msg, record, now)
                 if conn._listener is not None:  # the handshake's ACK, most often
                     conn._listener._progress(conn, now)
                 if trace_log.isEnabledFor(logging.DEBUG):
@@ -1542,28 +1853,30 @@ class Engine:
                 else:
                     self._hold(hold, INBOUND, frame, conn)
                     return None
-        overflows = conn.core._counters.queue_overflows
-        msg = conn.core.receive(seg, now)
+        core = conn.core
+        msg = core.receive(seg, now)
         note = "" if msg.kind is _EXPECTED else msg.kind._value_  # the plain attribute: .value is slow
+        if note and msg.kind is _RETRANSMIT and core.is_probe(msg):
+            note = "probe"  # keepalive or zero-window probe: at snd_una - 1 on purpose
+        if msg.flags & _RST:
+            accepted = any(e.kind == "rst-accepted" for e in core.events)
+            note = f"{note}, RST accepted" if accepted else f"{note}, RST ignored"
+            note = note.lstrip(", ")
         record = _record(now - self._t0, "<", seg, frame[start + 20 : start + (seg.data_offset or 20)], note)
-        self._received(conn, msg, record, overflows, now)
+        self._received(conn, msg, record, now)
         if conn._listener is not None:
             conn._listener._progress(conn, now)
         if trace_log.isEnabledFor(logging.DEBUG):
             trace_log.debug(conn._format(record))
         return conn
 
-    def _received(
-        self, conn: Connection, msg: Message, record: TraceRecord, overflows: int, now: float
-    ) -> None:
-        """The engine's part after the core took a segment: trace, state, overflow, timers."""
+    def _received(self, conn: Connection, msg: Message, record: TraceRecord, now: float) -> None:
+        """The engine's part after the core took a segment: trace, the core's events, timers."""
         conn._last_msg = msg
         conn._trace.append(record)
         core = conn.core
-        if core.state is not conn._traced_state:
-            conn._note_state(now)
-        if core._counters.queue_overflows != overflows:
-            conn._event(f"receive queue full: seq={msg.seq} not queued", now)
+        if core.events:  # state moves, a RST taken or ignored, a full queue
+            conn._core_events(now)
         if core.reliable:
             self._kick_timers(core.next_deadline())
 
@@ -1617,9 +1930,14 @@ class Engine:
                 touched.add(conn)
         for conn in list(self._all):
             if conn.core.reliable:
-                for seg in conn.core.handle_timer(now):
-                    conn._event(f"retransmission timeout: seq={seg.seq} sent again")
-                    self._send_segment(conn, seg, "retransmit")
+                try:
+                    for seg in conn.core.handle_timer(now):
+                        self._send_segment(conn, seg, "retransmit")  # its event says why
+                except EngineBrokenError:
+                    raise
+                except Exception:
+                    self._internal_errors += 1
+                    log.exception("%s: the timer of %s failed", self.name, conn)
 
     async def _pump(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         link = self._link
@@ -1648,7 +1966,16 @@ class Engine:
                 self._outbox = outbox = []
                 try:
                     for frame in frames:
-                        conn = self._dispatch(frame, now)
+                        try:
+                            conn = self._dispatch(frame, now)
+                        except (EngineBrokenError, trio.Cancelled):
+                            raise
+                        except Exception:
+                            # a defect, or a setting no check caught: this frame is
+                            # lost, counted and logged, and every other connection lives on
+                            self._internal_errors += 1
+                            log.exception("%s: a frame could not be handled and was dropped", self.name)
+                            continue
                         if conn is not None:
                             touched.add(conn)
                 finally:
@@ -1675,11 +2002,31 @@ class Engine:
                 conn._wake()
 
 
-TEST_REGISTRY: list[Engine] | None = None
-"""Set by the pytest plugin while a test runs: the engines it opened, for its report."""
+@dataclass(slots=True)
+class EngineContext:
+    """What a test harness hands every engine opened in its context (see :data:`ENGINE_CONTEXT`)."""
+
+    registry: list[Engine] = field(default_factory=list)
+    """The engines opened, appended by open_engine (for a failure report)."""
+    capture_dir: pathlib.Path | None = None
+    """Where engines opened without ``capture=`` write their pcapng (None: no capture)."""
+
+
+ENGINE_CONTEXT: ContextVar[EngineContext | None] = ContextVar("tcpemu_engine_context", default=None)
+"""Set by a harness (the pytest plugin) around a test; trio.run copies the caller's
+context, so every task of the test sees it.  No module global is written."""
+
+TEST_REGISTRY: list[Engine] | None = None  # the plugin's old interface, read while it moves over
 CAPTURE_DIR: pathlib.Path | None = None
-"""Set by the pytest plugin: where engines opened without ``capture=`` write their pcapng."""
 _capture_seq = itertools.count(1)
+_OPEN: weakref.WeakSet[Engine] = weakref.WeakSet()
+_CLAIMED: set[tuple[str | None, str]] = set()  # links being opened (the open runs in a thread)
+
+
+def engines_on(netns: str | None, ifname: str) -> list[Engine]:
+    """The engines open now in this process on interface ``ifname`` of namespace ``netns``
+    (as passed to :func:`open_engine`)."""
+    return [e for e in list(_OPEN) if e._where == (netns, ifname) and not e._closed]
 
 
 def _capture_writer(
@@ -1688,9 +2035,11 @@ def _capture_writer(
     if isinstance(capture, PcapngWriter):
         return capture
     if capture is None:
-        if CAPTURE_DIR is None:
+        context = ENGINE_CONTEXT.get()
+        directory = context.capture_dir if context is not None else CAPTURE_DIR
+        if directory is None:
             return None
-        capture = CAPTURE_DIR / f"{ifname}-{next(_capture_seq)}.pcapng"
+        capture = directory / f"{ifname}-{next(_capture_seq)}.pcapng"
     return PcapngWriter(capture, ifname=ifname)
 
 
@@ -1758,14 +2107,44 @@ async def open_engine(
     connections are destroyed without sending anything.
     """
     made_link = link is None
+    # every argument checked before anything is opened: a refusal leaves nothing behind
+    if ifname is not None and (not isinstance(ifname, str) or not 0 < len(ifname) < 16):
+        raise UsageError(f"open_engine: ifname must be an interface name (1..15 chars), got {ifname!r}")
+    if netns is not None and not isinstance(netns, str):
+        raise UsageError(f"open_engine: netns must be a namespace name, got {netns!r}")
+    if rng is not None and not isinstance(rng, random.Random):
+        raise UsageError(f"open_engine: rng must be a random.Random, got {rng!r}")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise UsageError(f"open_engine: seed must be an int, got {seed!r}")
+    _check_int("open_engine: max_queue", max_queue, 1, 1 << 30)
+    _check_int("open_engine: trace_depth", trace_depth, 0, 1 << 24)
+    _check_timeout("open_engine: busy_poll", busy_poll)
+    check_rto(rto)
+    for what, flag in (("ring", ring), ("reliable", reliable)):
+        _check_bool(f"open_engine: {what}", flag)
+    if answer_neighbours is not None:
+        _check_bool("open_engine: answer_neighbours", answer_neighbours)
+    for what, faults in (("faults_out", faults_out), ("faults_in", faults_in)):
+        if faults is not None and not isinstance(faults, Faults):
+            raise UsageError(f"open_engine: {what} must be tcpemu.faults.Faults, got {faults!r}")
     if link is None:
         if ifname is None:
             raise UsageError("open_engine needs an interface name (or link=)")
-        link = await trio.to_thread.run_sync(_open_link, ifname, netns, ring)
+        for other in engines_on(netns, ifname):
+            # two pumps on one link would both answer every SYN, with different ISNs
+            raise UsageError(
+                f"open_engine: an engine is open on {ifname!r} (netns {netns!r}) already ({other!r}); "
+                "one engine serves any number of connections and listeners: share that one"
+            )
+        if (netns, ifname) in _CLAIMED:
+            raise UsageError(f"open_engine: an engine is being opened on {ifname!r} (netns {netns!r})")
+        _CLAIMED.add((netns, ifname))
+        try:
+            link = await trio.to_thread.run_sync(_open_link, ifname, netns, ring)
+        finally:
+            _CLAIMED.discard((netns, ifname))
     if rng is None:
         rng = random.Random(seed)
-    if busy_poll < 0:
-        raise UsageError(f"busy_poll must be >= 0 seconds, got {busy_poll}")
     writer = _capture_writer(capture, ifname or "link")
     owned: frozenset[IPAddress] = frozenset()
     if answer_neighbours is None and made_link and netns is not None:
@@ -1786,8 +2165,14 @@ async def open_engine(
         answer_neighbours=answer_neighbours,
         owned_addresses=owned,
     )
-    if TEST_REGISTRY is not None:
+    context = ENGINE_CONTEXT.get()
+    if context is not None:
+        context.registry.append(engine)
+    elif TEST_REGISTRY is not None:
         TEST_REGISTRY.append(engine)
+    if made_link:
+        engine._where = (netns, ifname)  # type: ignore[assignment]
+        _OPEN.add(engine)
     try:
         engine._update_filter()
         with _single_exception():

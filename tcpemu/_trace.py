@@ -33,7 +33,7 @@ def format_fields(
     seq is relative to the sender's ISN, ack to the receiver's (when known).
     """
     s = _rel(seq, seq_base)
-    short = (FLAGS[flags] if flags < 512 else TcpFlags(flags)).short()
+    short = FLAGS[flags & 0x1FF].short()
     line = f"{time:10.6f} {label}{'>' if outgoing else '<'} {short:<3} {s}:{s + length}({length})"
     if flags & _ACK:
         line += f" ack {_rel(ack, ack_base)}"

@@ -41,6 +41,7 @@ __all__ = [
     "Quiet",
     "SegmentKind",
     "Message",
+    "CoreEvent",
     "ConnectionCore",
     "ConnectionStatistics",
     "seq_add",
@@ -274,6 +275,15 @@ class Message(NamedTuple):
         return None if opt is None else opt.value()
 
 
+class CoreEvent(NamedTuple):
+    """Something the core did that a caller may want to say (trace, log): pulled
+    with :meth:`ConnectionCore.pop_events`, never called back."""
+
+    kind: str
+    """"state", "rst-accepted", "rst-ignored", "queue-full" or "retransmit"."""
+    text: str
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionStatistics:
     """Counters of one emulated connection."""
@@ -325,8 +335,9 @@ class ConnectionCore:
     # and costs about 1.1 KiB more per connection; slot reads are also the
     # quicker on the per-segment path.  _setup assigns every one.
     __slots__ = (
-        "_backoff", "_counters", "_now", "_ooo", "_queue", "_read_seq", "_rto_deadline", "_stream",
-        "_ts_t0", "_unacked", "dst_port", "fin_got", "fin_seq", "irs", "iss", "last_ackn_got",
+        "_backoff", "_counters", "_dupack_due", "_now", "_ooo", "_queue", "_read_seq", "_rto_deadline",
+        "_stream", "_ts_t0", "_unacked", "dst_port", "events", "fin_got", "fin_seq", "irs", "iss",
+        "last_ackn_got",
         "last_ackn_sent", "last_event", "last_seqn_got", "last_seqn_sent", "last_tsecr_got",
         "last_tsecr_sent", "last_tsval_got", "last_tsval_sent", "last_win_got", "max_out_of_order",
         "max_queue", "max_stream", "mode", "mss", "peer_mss", "peer_sack_permitted", "peer_ts",
@@ -361,20 +372,24 @@ class ConnectionCore:
             _check_port("remote port", dst_port)
         elif mode is Mode.CLIENT:
             raise UsageError("CLIENT mode needs the remote port (remote=(ip, port))")
-        if not 0 <= isn < SEQ_MOD:
-            raise UsageError(f"isn must be a 32-bit sequence number, got {isn}")
-        if wscale is not None and not 0 <= wscale <= 14:
-            raise UsageError(f"wscale must be 0..14 (RFC 7323), got {wscale}")
-        if window is not None and not 0 <= window <= 0xFFFF << (wscale or 0):
-            raise UsageError(
-                f"window must be 0..{0xFFFF << (wscale or 0)} with wscale {wscale}, got {window}"
-            )
-        if mss is not None and not 0 <= mss <= 0xFFFF:
-            raise UsageError(f"mss must be 0..65535, got {mss}")
-        if max_queue < 1:
-            raise UsageError(f"max_queue must be at least 1, got {max_queue}")
-        if rto <= 0:
-            raise UsageError(f"rto must be > 0 seconds, got {rto}")
+        _check_uint("isn", isn, SEQ_MOD - 1)
+        if wscale is not None:
+            _check_uint("wscale (RFC 7323)", wscale, 14)
+        if window is not None:
+            _check_uint("window", window, 0xFFFF << (wscale or 0))
+        if mss is not None:
+            _check_uint("mss", mss, 0xFFFF)
+        for what, bound in (("max_queue", max_queue), ("max_stream", max_stream)):
+            if not isinstance(bound, int) or isinstance(bound, bool) or bound < 1:
+                raise UsageError(f"{what} must be an int >= 1, got {bound!r}")
+        _check_uint("max_out_of_order", max_out_of_order, 1 << 62)
+        check_rto(rto)
+        _check_uint("ts_start", ts_start, SEQ_MOD - 1)
+        for what, flag in (("reliable", reliable), ("sack", sack)):
+            if not isinstance(flag, bool):
+                raise UsageError(f"{what} must be True or False, got {flag!r}")
+        if timestamps is not None and not isinstance(timestamps, bool):
+            raise UsageError(f"timestamps must be True, False or None, got {timestamps!r}")
         self._setup(
             mode,
             src_port,
@@ -422,7 +437,11 @@ class ConnectionCore:
         self.max_stream = max_stream
         self.max_out_of_order = max_out_of_order
         self.state = TcpState.CLOSED
+        self.events: list[CoreEvent] = []
+        """What happened since the caller last pulled (:meth:`pop_events`)."""
         self._apply(StateEvent.PASSIVE_OPEN if mode is Mode.SERVER else None)
+        self.events.clear()  # being made is not news
+        self._dupack_due = False
 
         # send side
         self.iss = isn
@@ -518,8 +537,21 @@ class ConnectionCore:
         if new is not None and new is not self.state:
             if log.isEnabledFor(logging.DEBUG):  # enum names are not free: only when logged
                 log.debug("%s --%s--> %s", self.state.name, event.value, new.name)
+            # _name_ is the plain attribute behind .name, at a fraction of its cost
+            self.events.append(CoreEvent("state", f"state {self.state._name_} -> {new._name_}"))
             self.state = new
         self.last_event = event
+
+    def pop_events(self) -> list[CoreEvent]:
+        """The events since the last call, oldest first."""
+        events, self.events = self.events, []
+        return events
+
+    def should_ack(self) -> bool:
+        """Whether a receiver owes the peer an ACK now: new data or a FIN not yet
+        acknowledged, or a retransmitted or out-of-order segment since our last
+        ACK (a duplicate ACK then: the peer may have lost ours, RFC 9293 3.10.7.4)."""
+        return self.rcv_nxt is not None and (self.rcv_nxt != self.last_ackn_sent or self._dupack_due)
 
     @property
     def synchronized(self) -> bool:
@@ -579,8 +611,10 @@ class ConnectionCore:
         kind = self._classify_and_take(seg)
         if kind is _RETRANSMIT:
             c.retransmits_seen += 1
+            self._dupack_due = True
         elif kind is _OUT_OF_ORDER:
             c.out_of_order_seen += 1
+            self._dupack_due = True
         elif kind is _UNEXPECTED:
             c.unexpected_seen += 1
         msg = self._take_rest(
@@ -641,7 +675,7 @@ class ConnectionCore:
             scaled = window << self.snd_wscale
         if kind is not _UNEXPECTED or fl & _F_SYN:
             self.last_win_got = window if scaled is None else scaled
-        flags = FLAGS[fl] if fl < 512 else TcpFlags(fl)
+        flags = FLAGS[fl]  # the wire and the predictor keep 9 bits
         # tuple.__new__ as NamedTuple._make does, without the Python-level __new__: one per segment
         msg = _new_tuple(Message, (seq, ack, flags, window, options, payload, kind, now, urgent, scaled))
         if len(self._queue) >= self.max_queue:
@@ -649,6 +683,7 @@ class ConnectionCore:
             # receive state above has moved all the same.
             c = self._counters
             c.queue_overflows += 1
+            self.events.append(CoreEvent("queue-full", f"receive queue full: seq={seq} not queued"))
             if _worth_logging(c.queue_overflows):
                 log.warning(
                     "port %d: receive queue full (%d messages), segment seq=%d dropped from the queue "
@@ -787,17 +822,22 @@ class ConnectionCore:
         # elsewhere if its seq is in the receive window.
         if self.state is TcpState.SYN_SENT:
             ok = bool(int(seg.flags) & _F_ACK) and seg.ack == self.snd_nxt
+            why = f"in SYN-SENT a RST must ACK our SYN (ack {self.snd_nxt})"
         elif self.rcv_nxt is None:
             ok = self.state is not TcpState.LISTEN
+            why = "in LISTEN a RST is ignored"
         else:
             d = seq_diff(seg.seq, self.rcv_nxt)
             ok = 0 <= d < max(self.window, 1)
+            why = f"seq outside the receive window {self.rcv_nxt}+{max(self.window, 1)}"
         if ok:
             self.rst_got = True
+            self.events.append(CoreEvent("rst-accepted", f"RST seq={seg.seq} accepted"))
             self._apply(StateEvent.RECV_RST)
         else:
             self._counters.rst_ignored += 1
-            log.debug("port %d: RST seq=%d outside the window, ignored", self.src_port, seg.seq)
+            self.events.append(CoreEvent("rst-ignored", f"RST seq={seg.seq} ignored: {why}"))
+            log.debug("port %d: RST seq=%d ignored: %s", self.src_port, seg.seq, why)
 
     # ------------------------------------------------------------- the queue
 
@@ -849,6 +889,28 @@ class ConnectionCore:
             del self._stream[:n]
             self._read_seq = seq_add(self._read_seq, n)
 
+    def unread(self, data: bytes) -> None:
+        """Put ``data`` (just taken with :meth:`read_stream`) back at the front of the
+        unread stream: a reader that was cancelled loses nothing."""
+        if data:
+            self._stream[:0] = data
+            if self._read_seq is not None:
+                self._read_seq = seq_add(self._read_seq, -len(data))
+
+    def set_window(self, window: int) -> None:
+        """The window we advertise from now on, in bytes (scaled on the wire once agreed)."""
+        _check_uint("window", window, 0xFFFF << (self.wscale or 0))
+        self.window = window
+
+    def read_bytes(self, n: int) -> bytes:
+        """The first ``n`` unread in-order bytes (fewer if fewer are there); queued
+        messages stay (they are read with the stream only by :meth:`read_stream`)."""
+        data = bytes(self._stream[:n])
+        del self._stream[:n]
+        if self._read_seq is not None:
+            self._read_seq = seq_add(self._read_seq, len(data))
+        return data
+
     def read_stream(self) -> bytes:
         """All in-order payload not read yet; the message queue is emptied with it."""
         data = bytes(self._stream)
@@ -873,13 +935,15 @@ class ConnectionCore:
         window: int | None = None,
         options: tuple[TcpOption, ...] | list[TcpOption] | None = None,
         urgent: int = 0,
-        now: float | None = None,
+        now: float,
     ) -> Segment:
-        """Make the next segment to send and record it.
+        """Make the next segment to send and record it, at time ``now`` (seconds,
+        the caller's clock: it sets the TSval and, in reliable mode, the
+        retransmission deadline).
 
         In reliable mode, a segment sent with AUTO seq that takes sequence
         space is kept until acknowledged and sent again on timeout (see
-        :meth:`handle_timer`); ``now`` is then needed.
+        :meth:`handle_timer`).
 
         seq: AUTO takes next_seqn and advances it by the segment's length;
         an int is used as is and advances nothing (see :meth:`update_sent_seq`);
@@ -892,6 +956,7 @@ class ConnectionCore:
             raise UsageError("cannot send: the remote port is not known yet (no SYN from the peer)")
         if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise UsageError(f"payload must be bytes, got {type(payload).__name__}")
+        _check_time(now)
         payload = bytes(payload)
         if isinstance(ack, Auto):
             ack_value = self.rcv_nxt
@@ -903,9 +968,16 @@ class ConnectionCore:
         if flags is None:
             fi = (_F_ACK if ack_value is not None else 0) | (_F_PSH if payload else 0)
         else:
+            if not isinstance(flags, int) or isinstance(flags, bool):
+                raise UsageError(f"flags must be TcpFlags or an int, got {flags!r}")
             fi = int(flags)
-            if not 0 <= fi <= 0xFFF:
-                raise UsageError(f"flags must fit the 12 flag bits of the TCP header, got {fi:#x}")
+            if not 0 <= fi <= 0x1FF:
+                # what is recorded is what is sent: the reserved bits above AE are for
+                # deliberately odd segments, conn.segment(flags=...) + send_segments
+                raise UsageError(
+                    f"flags must be 0..0x1FF (FIN..AE), got {fi:#x}; set reserved bits with "
+                    "conn.segment(flags=...) and send_segments"
+                )
         if isinstance(ack, Quiet):
             fi &= ~_F_ACK
         if isinstance(seq, Auto):
@@ -918,7 +990,10 @@ class ConnectionCore:
         if options is None:
             opts = self._syn_options(now) if fi & _F_SYN else self._options(now, fi)
         else:
-            opts = tuple(options)
+            opts = _check_options(options)
+        _check_uint("urgent", urgent, 0xFFFF)
+        if window is not None:
+            _check_uint("window", window, 0xFFFF)
         win = self.window if window is None else window
         if window is None:
             if fi & _F_SYN:
@@ -932,7 +1007,7 @@ class ConnectionCore:
             dst_port=self.dst_port,
             seq=seq_value,
             ack=ack_value or 0,
-            flags=FLAGS[fi] if fi < 512 else TcpFlags(fi),
+            flags=FLAGS[fi],
             window=win,
             urgent=urgent,
             options=opts,
@@ -941,8 +1016,6 @@ class ConnectionCore:
         advance = isinstance(seq, Auto)
         self._record_sent(seg, advance=advance)
         if self.reliable and advance and seg.seq_len:
-            if now is None:
-                raise UsageError("a reliable connection needs now= to send what it will retransmit")
             if not isinstance(self._unacked, deque):
                 self._unacked = deque()  # reliable switched on after creation
             self._unacked.append(seg)
@@ -997,20 +1070,25 @@ class ConnectionCore:
                     self.ts_recent = tsval
                 return
 
-    def _tsval(self, now: float | None) -> int:
-        if now is None:
-            now = self._now
+    def _tsval(self, now: float) -> int:
+        """ts_start + ms since the first timestamp, never lower than a TSval sent before:
+        a clock read out of order (or a caller's older ``now``) must not make a
+        PAWS-checking peer drop our segment (RFC 7323 5.3)."""
         if self._ts_t0 is None:
             self._ts_t0 = now
-        return (self.ts_start + int((now - self._ts_t0) * 1000)) % SEQ_MOD
+        tsval = (self.ts_start + int((now - self._ts_t0) * 1000)) % SEQ_MOD
+        last = self.last_tsval_sent
+        if last is not None and seq_diff(tsval, last) < 0:
+            return last
+        return tsval
 
-    def _timestamp_option(self, now: float | None) -> TcpOption:
+    def _timestamp_option(self, now: float) -> TcpOption:
         tsval = self._tsval(now)
         tsecr = self.ts_recent or 0
         self.last_tsval_sent, self.last_tsecr_sent = tsval, tsecr
         return _new_tuple(TcpOption, (_K_TIMESTAMP, _TS.pack(tsval, tsecr)))
 
-    def _syn_options(self, now: float | None) -> tuple[TcpOption, ...]:
+    def _syn_options(self, now: float) -> tuple[TcpOption, ...]:
         """MSS, SACK-permitted, timestamps, window scale, as Linux orders them."""
         opts: list[TcpOption] = []
         if self.mss is not None:
@@ -1026,7 +1104,7 @@ class ConnectionCore:
             opts += [_NOP, TcpOption.wscale(self.wscale)]
         return tuple(opts)
 
-    def _options(self, now: float | None, fi: int) -> tuple[TcpOption, ...]:
+    def _options(self, now: float, fi: int) -> tuple[TcpOption, ...]:
         if not (self.ts_enabled and self.peer_ts) and not self.sack_ok:
             return ()
         opts: list[TcpOption] = []
@@ -1084,6 +1162,7 @@ class ConnectionCore:
         )
         self._record_sent(again, advance=False)
         self._counters.retransmits_sent += 1
+        self.events.append(CoreEvent("retransmit", f"retransmission timeout: seq={old.seq} sent again"))
         self._backoff = min(self._backoff * 2, 64)
         self._rto_deadline = now + self.rto * self._backoff
         log.debug(
@@ -1102,9 +1181,29 @@ class ConnectionCore:
         self._backoff = 1
         self._rto_deadline = self._now + self.rto if q else None
 
+    def is_probe(self, msg: Message) -> bool:
+        """A keepalive or zero-window probe: at most one byte at next_ackn - 1, no SYN/FIN/RST
+        (Linux sends a pure ACK one below snd_una); it is counted as a retransmit."""
+        return (
+            self.rcv_nxt is not None
+            and len(msg.payload) <= 1
+            and not int(msg.flags) & _SYN_FIN_RST
+            and msg.seq == seq_add(self.rcv_nxt, -1)
+        )
+
+    def window_probe(self, now: float) -> Segment:
+        """A zero-window probe of ours: a pure ACK one below next_seqn, as Linux sends it
+        (the peer answers with an ACK that carries its window)."""
+        return self.send(seq=seq_add(self.snd_nxt, -1), flags=_F_ACK, now=now)
+
     def unacked_bytes(self) -> int:
         """Sequence space sent and not yet acknowledged."""
         return seq_diff(self.snd_nxt, self.snd_una)
+
+    def record_sent(self, seg: Segment) -> None:
+        """Record a segment the caller built itself and sent (numbering does not move;
+        state moves for its flags, as for any segment sent)."""
+        self._record_sent(seg, advance=False)
 
     def _record_sent(self, seg: Segment, *, advance: bool) -> None:
         self._counters.segments_sent += 1
@@ -1112,6 +1211,7 @@ class ConnectionCore:
         self.last_seqn_sent = seg.seq
         if f & _F_ACK:
             self.last_ackn_sent = seg.ack
+            self._dupack_due = False
         if f & _F_SYN:
             self.syn_sent = True
         if advance:
@@ -1137,13 +1237,13 @@ class ConnectionCore:
             raise UsageError(f"update_sent_seq takes a byte count >= 0, got {new_bytes}")
         self.snd_nxt = seq_add(self.snd_nxt, new_bytes)
 
-    def syn(self, now: float | None = None) -> Segment:
+    def syn(self, now: float) -> Segment:
         """CLIENT: the SYN that opens the connection."""
         if self.syn_sent:
             raise UsageError(f"SYN already sent (state {self.state.name})")
         return self.send(flags=_F_SYN, ack=QUIET, now=now)
 
-    def syn_ack(self, now: float | None = None) -> Segment:
+    def syn_ack(self, now: float) -> Segment:
         """SERVER: the SYN-ACK answering the peer's SYN."""
         if not self.syn_got:
             raise UsageError(f"no SYN from the peer to answer (state {self.state.name})")
@@ -1151,26 +1251,34 @@ class ConnectionCore:
             raise UsageError(f"SYN-ACK already sent (state {self.state.name})")
         return self.send(flags=_F_SYN | _F_ACK, now=now)
 
-    def ack_now(self, ackn: int | None = None) -> Segment:
-        """A pure ACK of next_ackn (or of ``ackn``), seq = next_seqn."""
+    def ack_now(self, now: float, ackn: int | None = None, *, window: int | None = None) -> Segment:
+        """A pure ACK of next_ackn (or of ``ackn``), seq = next_seqn (``window``: the raw
+        window field instead of the connection's)."""
         if self.rcv_nxt is None and ackn is None:
             raise UsageError("nothing to acknowledge: no SYN from the peer yet")
         return self.send(
             seq=self.snd_nxt,
             ack=AUTO if ackn is None else ackn,
             flags=_F_ACK,
+            window=window,
+            now=now,
         )
 
-    def fin(self, now: float | None = None) -> Segment:
+    def fin(self, now: float) -> Segment:
         """FIN|ACK at next_seqn."""
         if not self.synchronized:
             raise UsageError(f"cannot send FIN before the handshake (state {self.state.name})")
         return self.send(flags=_F_FIN | _F_ACK, now=now)
 
-    def rst(self) -> Segment:
-        """RST|ACK at next_seqn."""
-        flags = _F_RST | (_F_ACK if self.rcv_nxt is not None else 0)
-        return self.send(flags=flags, seq=self.snd_nxt, ack=AUTO if self.rcv_nxt is not None else QUIET)
+    def rst(self, now: float, *, ack: bool = True) -> Segment:
+        """RST|ACK at next_seqn (``ack=False``, or nothing received yet: a bare RST, ack 0)."""
+        with_ack = ack and self.rcv_nxt is not None
+        return self.send(
+            flags=_F_RST | (_F_ACK if with_ack else 0),
+            seq=self.snd_nxt,
+            ack=AUTO if with_ack else QUIET,
+            now=now,
+        )
 
     @property
     def fin_acked(self) -> bool:
@@ -1219,12 +1327,38 @@ def _worth_logging(count: int) -> bool:
 
 
 def _check_port(what: str, port: int) -> None:
-    if not isinstance(port, int) or not 0 < port <= 0xFFFF:
-        raise UsageError(f"{what} must be 1..65535, got {port!r}")
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port <= 0xFFFF:
+        raise UsageError(f"{what} must be an int 1..65535, got {port!r}")
+
+
+def _check_uint(what: str, value: object, top: int) -> None:
+    """An int (not a bool) in 0..top, else UsageError naming it."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
+        raise UsageError(f"{what} must be an int 0..{top}, got {value!r}")
+
+
+def check_rto(rto: object) -> None:
+    """A retransmission timeout: a finite number of seconds > 0."""
+    if not isinstance(rto, (int, float)) or isinstance(rto, bool) or not 0 < rto < float("inf"):
+        raise UsageError(f"rto must be a number of seconds > 0, got {rto!r}")
+
+
+def _check_time(now: object) -> None:
+    if not isinstance(now, (int, float)) or isinstance(now, bool) or now != now:
+        raise UsageError(f"now must be a number of seconds (the caller's clock), got {now!r}")
+
+
+def _check_options(options: object) -> tuple[TcpOption, ...]:
+    if not isinstance(options, (list, tuple)) or not all(isinstance(o, TcpOption) for o in options):
+        raise UsageError(
+            "options must be a list of tcpemu.TcpOption (raw bytes: conn.segment(options=...)), "
+            f"got {options!r}"
+        )
+    return tuple(options)
 
 
 def _check_seq(what: str, value: int) -> None:
-    if not isinstance(value, int) or not 0 <= value < SEQ_MOD:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < SEQ_MOD:
         raise UsageError(
             f"{what} must be a 32-bit sequence number (0..2**32-1), AUTO or QUIET, got {value!r}"
         )

@@ -102,23 +102,40 @@ class OptionKind(enum.IntEnum):
     TIMESTAMP = 8
 
 
-class TcpOption(NamedTuple):
+class _OptionFields(NamedTuple):
+    kind: int
+    data: bytes = b""
+
+
+class TcpOption(_OptionFields):
     """One TCP option as on the wire: its kind and the bytes after kind/length.
 
     EOL and NOP have no length byte; their ``data`` is empty.  A named
     tuple rather than a frozen dataclass: the parser makes one per option
-    of every segment, and a tuple is made in a third of the time.
+    of every segment, and a tuple is made in a third of the time (the
+    parsers make them with ``tuple.__new__``, past the checks below, which
+    are for what a test writes).
     """
 
-    kind: int
-    data: bytes = b""
+    __slots__ = ()
+
+    def __new__(cls, kind: int, data: bytes = b"") -> TcpOption:
+        if not isinstance(kind, int) or isinstance(kind, bool) or not 0 <= kind <= 255:
+            raise UsageError(f"TcpOption kind must be an int 0..255, got {kind!r}")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise UsageError(f"TcpOption data must be bytes, got {type(data).__name__}")
+        if len(data) > 38:
+            raise UsageError(f"TcpOption data of {len(data)} bytes does not fit a TCP header (at most 38)")
+        return tuple.__new__(cls, (kind, bytes(data)))
 
     @classmethod
     def mss(cls, value: int) -> TcpOption:
+        _check_field("mss", value, 0xFFFF)
         return cls(OptionKind.MSS, struct.pack("!H", value))
 
     @classmethod
     def wscale(cls, shift: int) -> TcpOption:
+        _check_field("wscale shift", shift, 255)
         return cls(OptionKind.WSCALE, bytes([shift]))
 
     @classmethod
@@ -127,10 +144,19 @@ class TcpOption(NamedTuple):
 
     @classmethod
     def timestamps(cls, tsval: int, tsecr: int) -> TcpOption:
+        _check_field("TSval", tsval, 0xFFFFFFFF)
+        _check_field("TSecr", tsecr, 0xFFFFFFFF)
         return cls(OptionKind.TIMESTAMP, struct.pack("!II", tsval, tsecr))
 
     @classmethod
     def sack(cls, blocks: list[tuple[int, int]]) -> TcpOption:
+        if not isinstance(blocks, (list, tuple)) or not 1 <= len(blocks) <= 4:
+            raise UsageError(f"SACK takes 1 to 4 (left, right) blocks, got {blocks!r}")
+        for block in blocks:
+            if not isinstance(block, (list, tuple)) or len(block) != 2:
+                raise UsageError(f"a SACK block is a (left, right) pair, got {block!r}")
+            for edge in block:
+                _check_field("SACK block edge", edge, 0xFFFFFFFF)
         return cls(OptionKind.SACK, b"".join(struct.pack("!II", a, b) for a, b in blocks))
 
     def value(self) -> object:
@@ -165,9 +191,16 @@ class TcpOption(NamedTuple):
         return f"{name} {value}"
 
 
+def _check_field(what: str, value: object, top: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
+        raise UsageError(f"{what} must be an int 0..{top}, got {value!r}")
+
+
 def encode_options(options: tuple[TcpOption, ...] | list[TcpOption]) -> bytes:
     """Options to bytes, padded with EOL to a multiple of 4 (the data offset unit)."""
     out = bytearray()
+    if not isinstance(options, (list, tuple)) or not all(isinstance(o, tuple) for o in options):
+        raise UsageError(f"options must be a list of tcpemu.TcpOption, got {options!r}")
     for kind, data in options:
         if kind <= 1:  # EOL and NOP: one byte, no length
             out.append(kind)
@@ -657,10 +690,14 @@ def ipv4_header_checksum_ok(buf: bytes | memoryview) -> bool:
 
 def parse_mac(mac: str | bytes) -> bytes:
     """``"02:00:00:00:00:01"`` (or 6 bytes) to 6 bytes; a clear error otherwise."""
-    if isinstance(mac, bytes):
+    if isinstance(mac, (bytes, bytearray, memoryview)):
         if len(mac) != 6:
-            raise UsageError(f"MAC address must be 6 bytes, got {len(mac)}")
-        return mac
+            raise UsageError(f"MAC address must be 6 bytes, got {len(mac)}: {bytes(mac).hex(':')}")
+        return bytes(mac)
+    if not isinstance(mac, str):
+        raise UsageError(
+            f"MAC address must be a str like 02:00:5e:00:00:01 or 6 bytes, got {type(mac).__name__} {mac!r}"
+        )
     parts = mac.split(":")
     try:
         if len(parts) != 6:

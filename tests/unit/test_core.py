@@ -44,7 +44,7 @@ def listen() -> ConnectionCore:
 def syn_received() -> ConnectionCore:
     core = listen()
     core.receive(seg(IRS, flags=S, options=(TcpOption.mss(1460),)), 0.0)
-    core.syn_ack()
+    core.syn_ack(0.0)
     return core
 
 
@@ -72,18 +72,18 @@ class TestListen:
         expect(core, 0.0, seg(IRS, flags=S), SegmentKind.EXPECTED)
         assert core.state is TcpState.LISTEN
         assert (core.first_seqn_got, core.next_ackn, core.dst_port) == (IRS, IRS + 1, 40000)
-        out = core.syn_ack()
+        out = core.syn_ack(0.0)
         assert out.flags == S | A and out.seq == ISS and out.ack == IRS + 1
         assert out.option(OptionKind.MSS).value() == 1460
         assert core.state is TcpState.SYN_RECEIVED and core.next_seqn == ISS + 1
 
     def test_syn_ack_without_syn_is_local_misuse(self):
         with pytest.raises(UsageError, match="no SYN from the peer"):
-            listen().syn_ack()
+            listen().syn_ack(0.0)
 
     def test_send_before_remote_port_known_raises(self):
         with pytest.raises(UsageError, match="remote port is not known"):
-            listen().send(b"x")
+            listen().send(b"x", now=0.0)
 
     def test_segments_before_syn_are_unexpected(self):
         core = listen()
@@ -133,7 +133,7 @@ class TestListen:
 class TestSynSent:
     def client(self) -> ConnectionCore:
         core = ConnectionCore(CLIENT, src_port=20000, dst_port=40000, isn=ISS)
-        out = core.syn()
+        out = core.syn(0.0)
         assert out.flags == S and out.seq == ISS and out.ack == 0
         return core
 
@@ -142,7 +142,7 @@ class TestSynSent:
         assert core.state is TcpState.SYN_SENT
         assert core.first_seqn_sent == ISS and core.next_seqn == ISS + 1
         with pytest.raises(UsageError, match="already sent"):
-            core.syn()
+            core.syn(0.0)
 
     def test_client_needs_remote_port(self):
         with pytest.raises(UsageError, match="CLIENT mode needs the remote port"):
@@ -152,7 +152,7 @@ class TestSynSent:
         core = self.client()
         core.receive(seg(IRS, ISS + 1, S | A), 0.0)
         assert core.syn_ack_got and core.state is TcpState.SYN_SENT
-        ack = core.ack_now()
+        ack = core.ack_now(0.0)
         assert (ack.seq, ack.ack, ack.flags) == (ISS + 1, IRS + 1, A)
         assert core.state is TcpState.ESTABLISHED
 
@@ -176,7 +176,7 @@ class TestSynSent:
         core = self.client()
         core.receive(seg(IRS, flags=S), 0.0)
         assert core.state is TcpState.SYN_RECEIVED
-        core.send(seq=ISS, flags=S | A)
+        core.send(seq=ISS, flags=S | A, now=0.0)
         core.receive(seg(IRS + 1, ISS + 1), 0.1)
         assert core.state is TcpState.ESTABLISHED
 
@@ -192,7 +192,7 @@ class TestSynReceived:
 
     def test_fin_from_syn_received(self):
         core = syn_received()
-        core.fin()
+        core.fin(0.0)
         assert core.state is TcpState.FIN_WAIT_1
 
 
@@ -201,13 +201,13 @@ class TestSynReceived:
 
 class TestNumbering:
     def test_auto_seq_advances_and_auto_ack_is_next_ackn(self, established):
-        out = established.send(b"abc")
+        out = established.send(b"abc", now=0.0)
         assert (out.seq, out.ack, out.flags) == (ISS + 1, IRS + 1, A | P)
         assert established.next_seqn == ISS + 4
         assert (established.last_seqn_sent, established.last_ackn_sent) == (ISS + 1, IRS + 1)
 
     def test_explicit_seq_does_not_advance_until_update_sent_seq(self, established):
-        out = established.send(b"abc", seq=ISS + 100)
+        out = established.send(b"abc", seq=ISS + 100, now=0.0)
         assert out.seq == ISS + 100 and established.next_seqn == ISS + 1
         established.update_sent_seq(3)
         assert established.next_seqn == ISS + 4
@@ -215,36 +215,36 @@ class TestNumbering:
             established.update_sent_seq(-1)
 
     def test_quiet_seq_and_ack(self, established):
-        out = established.send(b"x", seq=QUIET, ack=QUIET)
+        out = established.send(b"x", seq=QUIET, ack=QUIET, now=0.0)
         assert out.seq == 0 and out.ack == 0 and not out.flags & A
         assert established.next_seqn == ISS + 1
 
     def test_explicit_ack_and_flags_are_used_as_given(self, established):
-        out = established.send(ack=77, flags=F | R | TcpFlags.URG, window=0, urgent=5)
+        out = established.send(ack=77, flags=F | R | TcpFlags.URG, window=0, urgent=5, now=0.0)
         assert (out.ack, out.flags, out.window, out.urgent) == (77, F | R | TcpFlags.URG, 0, 5)
 
     def test_bad_numbers_are_usage_errors(self, established):
         with pytest.raises(UsageError, match="32-bit"):
-            established.send(seq=-1)
+            established.send(seq=-1, now=0.0)
         with pytest.raises(UsageError, match="32-bit"):
-            established.send(ack=1 << 32)
+            established.send(ack=1 << 32, now=0.0)
         with pytest.raises(UsageError, match="window"):
-            established.send(window=70000)
+            established.send(window=70000, now=0.0)
         with pytest.raises(UsageError, match="payload must be bytes"):
-            established.send("text")  # type: ignore[arg-type]
+            established.send("text", now=0.0)  # type: ignore[arg-type]
 
     def test_auto_values_after_receiving(self, established):
         established.receive(seg(IRS + 1, ISS + 1, A | P, b"hello"), 1.0)
-        assert established.send(b"").ack == IRS + 6
+        assert established.send(b"", now=0.0).ack == IRS + 6
 
     def test_seq_wraps_around(self):
         core = ConnectionCore(SERVER, src_port=1, dst_port=2, isn=(1 << 32) - 2)
         core.receive(seg((1 << 32) - 1, flags=S), 0.0)
-        core.syn_ack()
+        core.syn_ack(0.0)
         assert core.next_seqn == (1 << 32) - 1 and core.next_ackn == 0
         core.receive(seg(0, (1 << 32) - 1, A | P, b"abcd"), 0.1)
         assert core.next_ackn == 4 and core.read_stream() == b"abcd"
-        out = core.send(b"xy")
+        out = core.send(b"xy", now=0.0)
         assert out.seq == (1 << 32) - 1 and core.next_seqn == 1
 
 
@@ -318,7 +318,7 @@ class TestReceive:
         assert established.next_ackn == IRS + 9
 
     def test_pure_ack_in_order_is_expected(self, established):
-        established.send(b"xyz")
+        established.send(b"xyz", now=0.0)
         expect(established, 1.0, seg(IRS + 1, ISS + 4), SegmentKind.EXPECTED)
         assert established.last_ackn_got == ISS + 4 and established.snd_una == ISS + 4
 
@@ -369,7 +369,7 @@ class TestClosing:
         established.receive(seg(IRS + 1, ISS + 1, A | F, b"bye"), 1.0)
         assert established.fin_got and established.next_ackn == IRS + 5
         assert established.state is TcpState.CLOSE_WAIT
-        established.fin()
+        established.fin(0.0)
         assert established.state is TcpState.LAST_ACK
         established.receive(seg(IRS + 5, ISS + 2), 2.0)
         assert established.fin_acked and established.state is TcpState.CLOSED
@@ -382,7 +382,7 @@ class TestClosing:
         assert established.read_stream() == b"abcdef"
 
     def test_active_close_to_time_wait(self, established):
-        out = established.fin()
+        out = established.fin(0.0)
         assert out.flags == F | A and established.next_seqn == ISS + 2
         assert established.state is TcpState.FIN_WAIT_1 and not established.fin_acked
         established.receive(seg(IRS + 1, ISS + 2), 1.0)
@@ -391,7 +391,7 @@ class TestClosing:
         assert established.state is TcpState.TIME_WAIT
 
     def test_simultaneous_close(self, established):
-        established.fin()
+        established.fin(0.0)
         established.receive(seg(IRS + 1, ISS + 1, F | A), 1.0)
         assert established.state is TcpState.CLOSING
         established.receive(seg(IRS + 2, ISS + 2), 2.0)
@@ -399,7 +399,7 @@ class TestClosing:
 
     def test_fin_before_handshake_is_misuse(self):
         with pytest.raises(UsageError, match="before the handshake"):
-            listen().fin()
+            listen().fin(0.0)
 
     def test_rst_in_window_closes(self, established):
         established.receive(seg(IRS + 1, 0, R), 1.0)
@@ -410,7 +410,7 @@ class TestClosing:
         assert not established.rst_got and established.statistics().rst_ignored == 1
 
     def test_sending_rst_closes(self, established):
-        out = established.rst()
+        out = established.rst(0.0)
         assert out.flags == R | A and out.seq == ISS + 1
         assert established.state is TcpState.CLOSED
 
@@ -477,7 +477,7 @@ def test_any_segmentation_order_and_duplication_reassembles_the_stream(data, cut
     rng = random.Random(seed)
     core = ConnectionCore(SERVER, src_port=20000, dst_port=None, isn=ISS)
     core.receive(seg(irs, flags=S), 0.0)
-    core.syn_ack()
+    core.syn_ack(0.0)
     bounds = sorted({0, len(data), *[c for c in cuts if c < len(data)]})
     pieces = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
     pieces += [rng.choice(pieces) for _ in range(dups)]
@@ -575,13 +575,13 @@ class TestOptions:
         core.receive(seg(IRS + 31, ISS + 1, payload=b"c" * 5), 1.0)
         core.receive(seg(IRS + 21, ISS + 1, payload=b"x" * 10), 1.0)  # joins the first block
         assert core.sack_blocks() == [(IRS + 11, IRS + 36)]
-        ack = core.ack_now()
+        ack = core.ack_now(0.0)
         assert ack.option(OptionKind.SACK).value() == [(IRS + 11, IRS + 36)]
         core.receive(seg(IRS + 1, ISS + 1, payload=b"a" * 10), 1.1)  # the gap fills
-        assert core.sack_blocks() == [] and core.ack_now().options == ()
+        assert core.sack_blocks() == [] and core.ack_now(0.0).options == ()
 
     def test_bad_option_settings(self):
-        with pytest.raises(UsageError, match=r"wscale must be 0\.\.14"):
+        with pytest.raises(UsageError, match=r"wscale \(RFC 7323\) must be an int 0\.\.14"):
             ConnectionCore(SERVER, src_port=1, dst_port=None, isn=0, wscale=15)
         with pytest.raises(UsageError, match="window must be"):
             ConnectionCore(SERVER, src_port=1, dst_port=None, isn=0, window=70000)

@@ -697,3 +697,68 @@ def test_header_prediction_agrees_with_the_full_path_for_any_segments(segments, 
         peer.close()
 
     trio.run(run)
+
+
+# ------------------------------------------------- the path: MACs in and out
+
+
+async def test_frame_to_another_mac_is_not_delivered(engine_and_peer, autojump_clock):
+    engine, peer = engine_and_peer
+    conn, iss1 = await open_server(engine, peer)
+    other = bytes.fromhex("02000000bb0b")  # a black hole: no interface, no emulator
+    seg = Segment(PEER_PORT, EMU_PORT, 7001, iss1, A | P, 1000, payload=b"lost")
+    peer.link.send(build_frame(Frame(PEER_MAC, other, PEER_IP, EMU_IP, seg)))
+    peer.send(7001, iss1, A | P, b"kept")
+    msg = await conn.recv_msg(timeout=1, ack=False)
+    assert msg.payload == b"kept" and msg.kind is SegmentKind.EXPECTED
+    assert conn.statistics().queued_messages == 0
+    assert engine.statistics().frames_other_host == 1
+
+
+async def test_syn_to_another_mac_does_not_reach_a_listener(engine_and_peer, autojump_clock):
+    engine, peer = engine_and_peer
+    lst = engine.listen((str(EMU_IP), EMU_PORT), local_mac=EMU_MAC)
+    syn = Segment(PEER_PORT, EMU_PORT, 7000, 0, S, 1000)
+    peer.link.send(build_frame(Frame(PEER_MAC, bytes.fromhex("02000000bb0b"), PEER_IP, EMU_IP, syn)))
+    peer.send(7000, flags=S, src_port=PEER_PORT + 1)
+    synack = await peer.expect()
+    assert synack.dst_port == PEER_PORT + 1  # only the SYN to our MAC was answered
+    assert lst.statistics().syns == 1 and engine.statistics().frames_other_host == 1
+
+
+async def test_cut_path_drops_frames_to_that_mac_until_restored(engine_and_peer, autojump_clock):
+    engine, peer = engine_and_peer
+    conn, _ = await open_server(engine, peer)
+    engine.cut_path(PEER_MAC.hex(":"))
+    assert engine.cut_macs == {PEER_MAC}
+    await conn.send_msg(b"cut")
+    await trio.sleep(1)
+    peer.expect_nothing()
+    assert engine.statistics().frames_cut == 1
+    assert any("cut" in line for line in conn.trace())
+    engine.restore_path(PEER_MAC)
+    await conn.send_msg(b"through")
+    got = await peer.expect()
+    assert got.payload == b"through"
+    assert engine.cut_macs == frozenset() and engine.statistics().frames_cut == 1
+    assert any("restored" in line for line in conn.trace())
+
+
+async def test_engines_on_lists_open_packet_engines_only(engine_and_peer):
+    engine, _ = engine_and_peer
+    # an engine on a MemoryLink has no interface: it is nobody's to cut
+    assert engine not in _engine.engines_on(None, "link")
+
+
+async def test_engine_context_collects_engines_and_names_captures(tmp_path):
+    context = _engine.EngineContext(capture_dir=tmp_path)
+    token = _engine.ENGINE_CONTEXT.set(context)
+    try:
+        emu_link, peer_link = MemoryLink.pair()
+        async with tcpemu.open_engine(link=emu_link, seed=1) as engine:
+            assert context.registry == [engine]
+            assert engine.capture is not None
+        peer_link.close()
+    finally:
+        _engine.ENGINE_CONTEXT.reset(token)
+    assert list(tmp_path.glob("*.pcapng"))

@@ -58,7 +58,7 @@ class TestReliableCore:
 
     def test_explicit_seq_and_pure_acks_are_not_retransmitted(self, reliable):
         reliable.send(b"x", seq=ISS + 100, now=1.0)
-        reliable.ack_now()
+        reliable.ack_now(0.0)
         assert reliable.next_deadline() is None
 
     def test_lost_fin_is_retransmitted(self, reliable):
@@ -66,15 +66,17 @@ class TestReliableCore:
         again = reliable.handle_timer(2.2)
         assert again[0].flags & TcpFlags.FIN and again[0].seq == ISS + 1
 
-    def test_reliable_send_needs_now(self, reliable):
-        with pytest.raises(UsageError, match="needs now="):
-            reliable.send(b"x")
+    def test_every_send_needs_now(self, reliable):
+        with pytest.raises(UsageError, match="now must be a number"):
+            reliable.send(b"x", now=None)  # type: ignore[arg-type]
+        with pytest.raises(UsageError, match="now must be a number"):
+            reliable.send(b"x", now=float("nan"))
 
     def test_off_by_default(self):
         core = ConnectionCore(SERVER, src_port=1, dst_port=2, isn=0)
         core.receive(seg(IRS, 0, S), 0.0)
-        core.syn_ack()
-        core.send(b"data")
+        core.syn_ack(0.0)
+        core.send(b"data", now=0.0)
         assert core.next_deadline() is None and core.handle_timer(100.0) == []
 
 
