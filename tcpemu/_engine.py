@@ -467,6 +467,8 @@ class Connection:
         """
         if not callable(predicate):
             raise UsageError(f"wait_until: predicate must be callable, got {predicate!r}")
+        if not isinstance(what, str):
+            raise UsageError(f"wait_until: what must be a str, got {what!r}")
         label = f"wait_until ({what or getattr(predicate, '__name__', 'condition')})"
         await self._wait(label, timeout, lambda: True if predicate(self) else None)
 
@@ -699,6 +701,8 @@ class Connection:
         field can be given here or changed afterwards.  Nothing is sent or
         recorded until :meth:`send_segments`.
         """
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise UsageError(f"segment: payload must be bytes, got {type(payload).__name__} {payload!r}")
         core = self.core
         spec = SegmentSpec(
             payload=bytes(payload),
@@ -724,6 +728,8 @@ class Connection:
         Send them in any order (or some twice) with :meth:`send_segments`,
         then ``update_sent_seq(len(data))``.
         """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise UsageError(f"stream_segments: data must be bytes, got {type(data).__name__}")
         if not isinstance(cuts, (list, tuple)) or not all(
             isinstance(c, int) and not isinstance(c, bool) for c in cuts
         ):
@@ -1154,7 +1160,7 @@ class Listener:
         """The next connection; established when ``auto_open``, else answer it with ``wait_open``."""
         if timeout is None:
             return await self._accept()  # no cancel scope of our own to enter and leave
-        with trio.move_on_at(trio.current_time() + timeout):
+        with trio.move_on_at(_deadline("accept", timeout)):
             return await self._accept()
         raise TcpemuTimeoutError(
             f"accept on {self.local_ip}:{self.local_port}: no connection within {timeout} s "

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from .core import seq_diff
-from .wire import FLAGS, TcpFlags, TcpOption
+from .wire import FLAGS, OptionKind, TcpFlags, TcpOption
 
 _ACK = int(TcpFlags.ACK)
+_SACK = int(OptionKind.SACK)
 
 
 def _rel(value: int, base: int | None) -> int:
     return value if base is None else seq_diff(value, base) % (1 << 32)
+
+
+def _option_text(option: TcpOption, ack_base: int | None) -> str:
+    """An option as text; SACK edges, like the ack, relative to the receiver's ISN."""
+    if option.kind == _SACK and ack_base is not None and len(option.data) % 8 == 0:
+        blocks = option.value()
+        if isinstance(blocks, list):
+            return "sack " + " ".join(f"{_rel(a, ack_base)}:{_rel(b, ack_base)}" for a, b in blocks)
+    return str(option)
 
 
 def format_fields(
@@ -39,7 +49,7 @@ def format_fields(
         line += f" ack {_rel(ack, ack_base)}"
     line += f" win {window}"
     if options:
-        line += " <" + ", ".join(str(o) for o in options) + ">"
+        line += " <" + ", ".join(_option_text(o, ack_base) for o in options) + ">"
     if note:
         line += f" [{note}]"
     return line

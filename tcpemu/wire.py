@@ -529,7 +529,7 @@ def build_frame(
         dport=seg.dst_port,
         seq=seg.seq % SEQ_MOD,
         ack=seg.ack % SEQ_MOD,
-        flags=(int(seg.flags) & 0x1FF) | ((reserved_flags & 0x7) << 9),
+        flags=int(seg.flags) & 0x1FF,
         win=seg.window,
         urp=seg.urgent,
         off=(20 + len(opts)) // 4,
@@ -565,7 +565,22 @@ def build_frame(
         )
         ethertype = ETH_P_IPV6
     eth = dpkt.ethernet.Ethernet(src=frame.src_mac, dst=frame.dst_mac, type=ethertype, data=ip)
-    return bytes(eth)
+    data = bytes(eth)
+    if reserved_flags & 0x7:
+        # dpkt's flags field is 9 bits wide: set the reserved three in the header
+        # and fold the change into the checksum (RFC 1624), so it stays correct
+        out = bytearray(data)
+        tcp_at = ETH_HLEN + (20 + len(ip_options) if frame.src_ip.version == 4 else 40)
+        old_word = int.from_bytes(out[tcp_at + 12 : tcp_at + 14], "big")
+        out[tcp_at + 12] |= (reserved_flags & 0x7) << 1
+        new_word = int.from_bytes(out[tcp_at + 12 : tcp_at + 14], "big")
+        checksum = int.from_bytes(out[tcp_at + 16 : tcp_at + 18], "big")
+        total = (~checksum & 0xFFFF) + (~old_word & 0xFFFF) + new_word
+        total = (total & 0xFFFF) + (total >> 16)
+        total = (total & 0xFFFF) + (total >> 16)
+        out[tcp_at + 16 : tcp_at + 18] = (~total & 0xFFFF).to_bytes(2, "big")
+        data = bytes(out)
+    return data
 
 
 class FrameTemplate:
