@@ -1,0 +1,821 @@
+"""Running a parsed packetdrill script against a stack: the kernel in a lab, or any link.
+
+The runner keeps packetdrill's clock: time 0 is the script's start;
+an inbound packet (``<``), a system call, a ``%{ }%`` block or a shell
+line happens at its script time; an outbound packet (``>``) is the
+stack's next segment, which must match the line and arrive within the
+tolerance of its time.  Relative times (``+t``) count from the previous
+event's actual time, as packetdrill's do.
+
+Sequence numbers are relative: the tester's ISN is drawn per run, the
+stack's is learnt from its SYN or SYN-ACK.  TS val of the stack's
+segments is not compared (its clock is its own): the first one seen maps
+the script's values to the stack's, and inbound ``TS ecr`` values are
+sent through that map.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import pathlib
+import random
+import shutil
+import socket
+import tempfile
+import textwrap
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Final
+
+import trio
+
+from .. import lab as lab_mod
+from .._engine import Connection, Engine, open_engine
+from .._errors import TcpemuError, UsageError
+from .._netns import netns_path, run_in_netns
+from ..core import SERVER, Message
+from ..notation import (
+    SegmentPattern,
+    _next_message,
+    build_options,
+    compare,
+    format_segment,
+)
+from ..wire import OptionKind, TcpFlags
+from . import syscalls
+from .parse import (
+    CodeEvent,
+    Event,
+    PacketEvent,
+    Script,
+    ScriptError,
+    ShellEvent,
+    SyscallEvent,
+    Unsupported,
+    parse_script,
+)
+
+__all__ = [
+    "PACKETDRILL_SYSCTLS",
+    "DEFAULT_ADDRESSES",
+    "Result",
+    "LabTarget",
+    "LinkTarget",
+    "run_script",
+    "run_scripts",
+    "summary",
+]
+
+log = logging.getLogger("tcpemu.packetdrill")
+
+PACKETDRILL_SYSCTLS: Final[Mapping[str, str]] = {
+    # the environment packetdrill's scripts are written for: TCP features on,
+    # the classic buffer sizes (their window scale and SYN windows), no
+    # remembered metrics between connections, MTU probing off
+    "net.ipv4.tcp_timestamps": "1",
+    "net.ipv4.tcp_sack": "1",
+    "net.ipv4.tcp_dsack": "1",
+    "net.ipv4.tcp_window_scaling": "1",
+    "net.ipv4.tcp_rmem": "4096 87380 6291456",
+    "net.ipv4.tcp_wmem": "4096 16384 4194304",
+    "net.ipv4.tcp_reordering": "3",
+    "net.ipv4.tcp_mtu_probing": "0",
+    "net.ipv4.tcp_no_metrics_save": "1",
+    "net.ipv4.tcp_early_retrans": "3",
+    "net.ipv4.tcp_min_tso_segs": "2",
+    "net.ipv4.tcp_fastopen": "0",
+}
+"""TCP sysctls pinned in the IUT namespace before each script (after the host's own tcp_* values)."""
+
+DEFAULT_ADDRESSES: Final = {
+    "local4": "192.168.0.1",
+    "remote4": "192.0.2.1",
+    "local6": "fd3d:a0b:17d6::1",
+    "remote6": "fd3d:fa7b:d17d::1",
+}
+"""packetdrill's default addresses: scripts that name them get the run's addresses instead."""
+
+DEFAULT_TOLERANCE_USECS: Final = 4000
+DEFAULT_TOLERANCE_PERCENT: Final = 12.5
+DEFAULT_PORT: Final = 8080
+LATE_GRACE: Final = 0.5
+"""How long past an outbound packet's tolerance the runner still waits, to say how late it was."""
+MAX_ANY_WAIT: Final = 30.0
+"""The bound of a ``*`` outbound packet's wait."""
+
+
+@dataclass(slots=True)
+class Result:
+    """The verdict on one script.
+
+    ``verdict`` is "PASS", "FAIL" or "SKIP"; for FAIL, ``line`` is the first
+    departing script line, ``reason`` what departed, ``expected``/``actual``
+    the two sides in packetdrill notation (or the call and its result),
+    ``time_error`` how late (> 0) or early (< 0) in seconds for a timing
+    departure; for SKIP, ``reason`` is ``unsupported: <construct>``.
+    ``trace`` holds the connection's trace and ``capture`` the pcapng file,
+    kept for failures when an artifacts directory was given.
+    """
+
+    path: str
+    verdict: str
+    reason: str = ""
+    line: int | None = None
+    expected: str | None = None
+    actual: str | None = None
+    time_error: float | None = None
+    duration: float = 0.0
+    trace: list[str] = field(default_factory=list)
+    capture: str | None = None
+
+    def line_text(self) -> str:
+        """The one-line report: ``PASS path``, ``FAIL path:LINE: ...``, ``SKIP path: unsupported: ...``."""
+        if self.verdict == "PASS":
+            return f"PASS {self.path} ({self.duration:.2f} s)"
+        if self.verdict == "SKIP":
+            return f"SKIP {self.path}: {self.reason}"
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        text = f"FAIL {where}: {self.reason}"
+        if self.expected is not None:
+            text += f"\n    expected: {self.expected}"
+        if self.actual is not None:
+            text += f"\n    actual:   {self.actual}"
+        if self.capture:
+            text += f"\n    capture:  {self.capture}"
+        return text
+
+
+def summary(results: Sequence[Result]) -> str:
+    """``N passed, N failed, N skipped``."""
+    count = {v: sum(1 for r in results if r.verdict == v) for v in ("PASS", "FAIL", "SKIP")}
+    return f"{count['PASS']} passed, {count['FAIL']} failed, {count['SKIP']} skipped"
+
+
+class _Failure(Exception):
+    """A departure from the script (ends the run with FAIL)."""
+
+    def __init__(
+        self,
+        line: int,
+        reason: str,
+        expected: str | None = None,
+        actual: str | None = None,
+        time_error: float | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.line, self.reason, self.expected, self.actual, self.time_error = (
+            line,
+            reason,
+            expected,
+            actual,
+            time_error,
+        )
+
+
+# ------------------------------------------------------------------ targets
+
+
+@dataclass(frozen=True, slots=True)
+class LabTarget:
+    """The Linux kernel of this host in a throwaway lab (a fresh one per script).
+
+    ``sysctls`` are pinned in the IUT namespace after :data:`PACKETDRILL_SYSCTLS`.
+    """
+
+    sysctls: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkTarget:
+    """Any stack reachable over ``ifname`` (in namespace ``netns``): the tester uses
+    ``remote_ip`` and ``tester_mac`` and sends to the stack at ``local_ip``
+    (``local_mac``, found with ARP/NDP when None).  ``handler`` makes the
+    system calls; without one, scripts with system calls are skipped.
+    Shell lines run only when ``netns`` is given, inside it.
+    """
+
+    ifname: str
+    local_ip: str
+    remote_ip: str
+    tester_mac: str
+    local_mac: str | None = None
+    netns: str | None = None
+    handler: object | None = None
+
+
+@dataclass(slots=True)
+class _Setup:
+    """What one run uses: the engine, both addresses and MACs, and the syscall handler."""
+
+    engine: Engine
+    stack_ip: str
+    tester_ip: str
+    tester_mac: str
+    stack_mac: str | None
+    handler: object | None
+    shell_netns: str | None
+    iut_ifname: str | None = None
+
+
+def _host_tcp_sysctls() -> dict[str, str]:
+    """The host's own net.ipv4.tcp_* values (read only): a new namespace starts from the
+    kernel's defaults, packetdrill runs with the host's."""
+    out = {}
+    base = pathlib.Path("/proc/sys/net/ipv4")
+    for path in sorted(base.glob("tcp_*")):
+        try:
+            if not os.access(path, os.W_OK):
+                continue
+            out[f"net.ipv4.{path.name}"] = " ".join(path.read_text().split())
+        except OSError:
+            continue
+    return out
+
+
+def _pin_sysctls(netns: str, values: Mapping[str, str]) -> list[str]:
+    """Write sysctls in ``netns`` one by one; the ones the namespace refuses are returned, not raised."""
+    refused = []
+
+    def work() -> None:
+        for key, value in values.items():
+            path = "/proc/sys/" + key.replace(".", "/")
+            try:
+                with open(path) as f:
+                    if " ".join(f.read().split()) == value:
+                        continue
+                with open(path, "w") as f:
+                    f.write(value)
+            except OSError as exc:
+                refused.append(f"{key}={value} ({exc.strerror})")
+
+    run_in_netns(netns, work)
+    return refused
+
+
+# ------------------------------------------------------------------- runner
+
+
+class _Run:
+    """One script's run: its clock, its flow, its sockets."""
+
+    def __init__(self, script: Script, setup: _Setup, *, tolerance: float, percent: float, v6: bool) -> None:
+        self.script = script
+        self.setup = setup
+        self.tolerance = tolerance
+        self.percent = percent
+        self.v6 = v6
+        self.conn: Connection | None = None
+        self.peer_isn: int | None = None  # the stack's ISN, from its SYN or SYN-ACK
+        self.ts_offset: int | None = None  # stack's TS val minus the script's
+        self.t0 = 0.0
+        self.last = 0.0  # the previous event's actual time, in script seconds
+        self.last_script = 0.0  # ... and its script time
+        self.pending: tuple[Event, float, float, trio.Event, dict[str, object]] | None = None
+        self.evaluate = syscalls.Evaluator(self._address_map())
+
+    # ---------------------------------------------------------------- set-up
+
+    def _address_map(self) -> dict[str, str]:
+        flags = self.script.flags
+        out = {
+            DEFAULT_ADDRESSES["local4"]: self.setup.stack_ip,
+            DEFAULT_ADDRESSES["remote4"]: self.setup.tester_ip,
+            DEFAULT_ADDRESSES["local6"]: self.setup.stack_ip,
+            DEFAULT_ADDRESSES["remote6"]: self.setup.tester_ip,
+            "::ffff:192.168.0.1": self.setup.stack_ip,
+            "::ffff:192.0.2.1": self.setup.tester_ip,
+        }
+        if "local_ip" in flags:
+            out[flags["local_ip"]] = self.setup.stack_ip
+        if "remote_ip" in flags:
+            out[flags["remote_ip"]] = self.setup.tester_ip
+        return out
+
+    def _open_flow(self, rng: random.Random) -> None:
+        """The tester's end: passive when the script sends first, else bound by the stack's SYN."""
+        first = next((e.action for e in self.script.events if isinstance(e.action, PacketEvent)), None)
+        if first is None:
+            return
+        s = self.setup
+        port = int(self.script.flags.get("bind_port", DEFAULT_PORT))
+        connect_port = int(self.script.flags.get("connect_port", DEFAULT_PORT))
+        if first.direction == "<":
+            remote = (s.stack_ip, port)
+            local = (s.tester_ip, rng.randrange(40000, 60000))
+        else:
+            remote, local = (s.stack_ip, None), (s.tester_ip, connect_port)
+        self.conn = s.engine.connection(
+            SERVER,
+            local=local,
+            remote=remote,  # type: ignore[arg-type]
+            local_mac=s.tester_mac,
+            remote_mac=s.stack_mac,
+            isn=rng.getrandbits(32),
+        )
+
+    # ----------------------------------------------------------------- clock
+
+    def now(self) -> float:
+        return trio.current_time() - self.t0
+
+    def _times(self, event: Event) -> tuple[float | None, float | None]:
+        t = event.timing
+        if t.kind == "any":
+            return None, None
+        base = self.last if t.kind == "relative" else 0.0
+        start = base + t.start
+        end = base + (t.end if t.end is not None else t.start)
+        return start, end
+
+    def _tolerance(self, start: float) -> float:
+        return max(self.tolerance, self.percent / 100 * max(0.0, start - self.last))
+
+    async def _until(self, start: float | None) -> None:
+        # the script's clock: an event happens at its script time, whatever else is going on
+        if start is not None:
+            await trio.sleep_until(self.t0 + start)
+
+    # ---------------------------------------------------------------- events
+
+    async def run(self, rng: random.Random) -> None:
+        self._open_flow(rng)
+        self.t0 = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            for event in self.script.events:
+                start, end = self._times(event)
+                action = event.action
+                if isinstance(action, PacketEvent) and action.direction == ">":
+                    actual = await self._outbound(event, action, start, end)
+                elif isinstance(action, SyscallEvent):
+                    await self._finish_pending()
+                    await self._until(start)
+                    actual = await self._syscall(event, action, start, end)
+                elif isinstance(action, PacketEvent):
+                    await self._until(start)
+                    await self._inbound(event, action)
+                    # the script time: sending takes microseconds, and the runner's own
+                    # scheduling delays must not move the events after it
+                    actual = self.now() if start is None else start
+                else:
+                    await self._until(start)
+                    if isinstance(action, CodeEvent):
+                        await self._code(event, action)
+                    else:
+                        await self._shell(event, action)
+                    # a command takes what it takes: what follows counts from its end
+                    actual = self.now()
+                self.last_script = start if start is not None else actual
+                self.last = actual
+            await self._finish_pending()
+
+    def _check_time(
+        self, event: Event, what: str, start: float | None, end: float | None, actual: float
+    ) -> None:
+        if start is None or end is None:
+            return
+        tol = self._tolerance(start)
+        if actual < start - tol:
+            error = actual - start
+        elif actual > end + tol:
+            error = actual - end
+        else:
+            return
+        span = f"{start:.3f} s" if end == start else f"{start:.3f}~{end:.3f} s"
+        raise _Failure(
+            event.line,
+            f"timing: {what} expected at {span}, happened at {actual:.3f} s: "
+            f"{'late' if error > 0 else 'early'} by {abs(error) * 1000:.1f} ms "
+            f"(tolerance {tol * 1000:.1f} ms)",
+            time_error=error,
+        )
+
+    # inbound -------------------------------------------------------------
+
+    async def _inbound(self, event: Event, action: PacketEvent) -> None:
+        conn = self.conn
+        assert conn is not None
+        p = action.pattern
+        core = conn.core
+        seq = (core.iss + (p.start or 0)) % 2**32
+        ack = p.ack or 0
+        if self.peer_isn is not None and p.ack is not None:
+            ack = (self.peer_isn + p.ack) % 2**32
+        fields: dict[str, object] = {
+            "seq": seq,
+            "ack": ack,
+            "flags": p.flags,
+            "window": 65535 if p.window is None else p.window,
+        }
+        if p.urgent is not None:
+            fields["urgent"] = p.urgent
+        if p.options:
+            fields["options"] = build_options(p.options, sack_base=self.peer_isn, ecr_map=self.ts_offset or 0)
+        if p.ecn:
+            fields["tos"] = {"noecn": 0, "ect1": 1, "ect0": 2, "ce": 3, "ect01": 2}[p.ecn]
+        if core.dst_port is None:
+            raise _Failure(event.line, "inbound packet before the stack's SYN told the tester its port")
+        await conn.send_segments(conn.segment(bytes(p.length or 0), **fields))
+
+    # outbound ------------------------------------------------------------
+
+    async def _outbound(
+        self, event: Event, action: PacketEvent, start: float | None, end: float | None
+    ) -> float:
+        conn = self.conn
+        assert conn is not None
+        if start is None or end is None:
+            deadline_in = MAX_ANY_WAIT
+        else:
+            deadline_in = max(0.0, self.t0 + end + self._tolerance(start) + LATE_GRACE - trio.current_time())
+        msg = await _next_message(conn, deadline_in)
+        want = action.pattern
+        if msg is None:
+            raise _Failure(
+                event.line,
+                f"missing: no packet from the stack by {self.now():.3f} s"
+                + (f" (expected at {start:.3f} s)" if start is not None else ""),
+                expected=f"> {want}",
+                actual="nothing",
+            )
+        if msg.flags & TcpFlags.SYN:
+            self.peer_isn = msg.seq
+        actual_time = msg.time - self.t0
+        diffs = compare(want, msg, seq_base=self.peer_isn, ack_base=conn.core.iss, check_tsval=False)
+        got = "> " + self._format(msg)
+        if diffs:
+            raise _Failure(
+                event.line, "packet differs: " + "; ".join(diffs), expected=f"> {want}", actual=got
+            )
+        self._learn_ts(want, msg)
+        self._check_time(event, f"> {want}", start, end, actual_time)
+        return actual_time
+
+    def _format(self, msg: Message) -> str:
+        assert self.conn is not None
+        return format_segment(
+            msg.flags,
+            msg.seq,
+            msg.ack,
+            msg.window,
+            msg.options,
+            len(msg.payload),
+            urgent=msg.urgent,
+            seq_base=self.peer_isn,
+            ack_base=self.conn.core.iss,
+        )
+
+    def _learn_ts(self, want: SegmentPattern, msg: Message) -> None:
+        if self.ts_offset is not None or not want.options:
+            return
+        pattern = next((o for o in want.options if o.kind == OptionKind.TIMESTAMP), None)
+        got = msg.timestamps
+        if pattern is not None and got is not None and pattern.values[0] is not None:
+            self.ts_offset = (got[0] - pattern.values[0]) % 2**32
+
+    # syscalls ------------------------------------------------------------
+
+    async def _syscall(
+        self, event: Event, action: SyscallEvent, start: float | None, end: float | None
+    ) -> float:
+        handler = self.setup.handler
+        if handler is None:
+            raise Unsupported("system calls without a syscall handler", event.line)
+        args = [self.evaluate(a) for a in action.args]
+        call = syscalls.invoke(handler, action, args)
+        done = trio.Event()
+        box: dict[str, object] = {}
+        begun = self.now()
+
+        async def work() -> None:
+            try:
+                box["value"] = await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+            except OSError as exc:
+                box["errno"] = exc.errno or errno.EIO
+            except Unsupported as exc:
+                box["unsupported"] = exc
+            except (TcpemuError, TypeError, ValueError) as exc:
+                box["error"] = exc
+            box["time"] = self.now()
+            done.set()
+
+        self.nursery.start_soon(work)
+        when = start if start is not None else begun
+        if event.timing.blocking:
+            self.pending = (event, when, end if end is not None else when, done, box)
+            return when
+        # a call not written as blocking must return at once (within the tolerance)
+        with trio.move_on_after(self._tolerance(when) + LATE_GRACE):
+            await done.wait()
+        if not done.is_set():
+            raise _Failure(
+                event.line,
+                f"{action.name}() blocked; the script says it returns at once",
+                expected=action.text,
+                actual="still blocked",
+            )
+        self._check_result(event, action, args, box)
+        # what the call set off (a SYN, data) starts when it returned
+        return max(when, float(box["time"]))  # type: ignore[arg-type]
+
+    async def _finish_pending(self) -> None:
+        if self.pending is None:
+            return
+        event, start, end, done, box = self.pending
+        self.pending = None
+        action = event.action
+        assert isinstance(action, SyscallEvent)
+        with trio.move_on_at(self.t0 + end + self._tolerance(start) + LATE_GRACE):
+            await done.wait()
+        if not done.is_set():
+            raise _Failure(
+                event.line,
+                f"blocking {action.name}() had not returned by {self.now():.3f} s (expected by {end:.3f} s)",
+                expected=action.text,
+                actual="still blocked",
+            )
+        args = [self.evaluate(a) for a in action.args]
+        self._check_result(event, action, args, box)
+        self._check_time(event, f"{action.name}() return", end, end, float(box["time"]))  # type: ignore[arg-type]
+
+    def _check_result(
+        self, event: Event, action: SyscallEvent, args: list[object], box: dict[str, object]
+    ) -> None:
+        if "unsupported" in box:
+            exc = box["unsupported"]
+            assert isinstance(exc, Unsupported)
+            raise Unsupported(exc.construct, event.line)
+        if "error" in box:
+            raise _Failure(event.line, f"{action.name}(): {box['error']}", expected=action.text)
+        if "errno" in box:
+            code = int(box["errno"])  # type: ignore[call-overload]
+            got = f"-1 {syscalls.errno_name(code)} ({os.strerror(code)})"
+            if action.result == -1 and action.errno == syscalls.errno_name(code):
+                return
+            if action.result is ...:
+                return
+            raise _Failure(
+                event.line, f"{action.name}() returned {got}", expected=action.text, actual=f"= {got}"
+            )
+        value = box.get("value")
+        output: object = None
+        if isinstance(value, tuple):
+            value, output = value
+        if action.result is not ... and value != action.result:
+            raise _Failure(
+                event.line,
+                f"{action.name}() returned {value}, expected {action.result}"
+                + (f" {action.errno}" if action.errno else ""),
+                expected=action.text,
+                actual=f"= {value}",
+            )
+        if output is not None:
+            index = {"getsockopt": 3, "ioctl": 2, "poll": 0}.get(action.name)
+            if index is not None and index < len(args):
+                diffs = syscalls.compare_output(args[index], output, f"{action.name}() value")
+                if diffs:
+                    raise _Failure(event.line, "; ".join(diffs), expected=action.text, actual=str(output))
+
+    # %{ }% and shell -----------------------------------------------------
+
+    async def _code(self, event: Event, action: CodeEvent) -> None:
+        handler = self.setup.handler
+        fd = handler.current() if hasattr(handler, "current") else None  # type: ignore[union-attr]
+        if handler is None or fd is None or not hasattr(handler, "tcp_info"):
+            raise Unsupported("%{ }% without a socket to read TCP_INFO from", event.line)
+        try:
+            info = await trio.to_thread.run_sync(handler.tcp_info, fd)  # type: ignore[attr-defined]
+        except OSError as exc:
+            raise _Failure(event.line, f"%{{ }}%: TCP_INFO of socket {fd}: {exc}") from None
+        names: dict[str, object] = dict(syscalls.CONSTANTS)
+        names.update(info)
+        code = _dedent(action.code)
+        try:
+            exec(compile(code, f"{self.script.path}:{event.line}", "exec"), names)
+        except AssertionError as exc:
+            raise _Failure(event.line, f"%{{ }}% assertion failed: {exc}", expected=code.strip()) from None
+        except NameError as exc:
+            raise _Failure(event.line, f"%{{ }}%: {exc}", expected=code.strip()) from None
+        except SyntaxError as exc:
+            raise Unsupported(f"%{{ }}% code that is not Python 3 ({exc.msg})", event.line) from None
+
+    async def _shell(self, event: Event, action: ShellEvent) -> None:
+        netns = self.setup.shell_netns
+        if netns is None:
+            raise Unsupported("shell lines on a link without --netns", event.line)
+        env = dict(os.environ)
+        if self.setup.iut_ifname:
+            env["TCPEMU_IUT_IFNAME"] = self.setup.iut_ifname
+        cwd = os.path.dirname(os.path.abspath(self.script.path)) if os.path.exists(self.script.path) else None
+        # nsenter joins the network namespace only (ip netns exec also makes a mount
+        # namespace and remounts /sys: ten times slower, and the script's clock runs)
+        proc = await trio.run_process(
+            ["nsenter", f"--net={netns_path(netns)}", "sh", "-c", action.command],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            cwd=cwd,
+            env=env,
+        )
+        if proc.returncode != 0:
+            out = (proc.stderr or proc.stdout).decode(errors="replace").strip().splitlines()
+            raise _Failure(
+                event.line,
+                f"shell command exited with status {proc.returncode}" + (f": {out[-1]}" if out else ""),
+                expected=f"`{action.command}`",
+            )
+
+
+def _dedent(code: str) -> str:
+    return textwrap.dedent(code.strip("\n"))
+
+
+# ------------------------------------------------------------------ driver
+
+
+def _flag_float(flags: Mapping[str, str], name: str, default: float) -> float:
+    if name not in flags:
+        return default
+    try:
+        return float(flags[name])
+    except ValueError:
+        raise ScriptError(f"--{name}={flags[name]!r} is not a number") from None
+
+
+async def run_script(
+    path: str | os.PathLike[str],
+    *,
+    text: str | None = None,
+    target: LabTarget | LinkTarget | None = None,
+    ip_version: str | None = None,
+    tolerance_usecs: int | None = None,
+    tolerance_percent: float | None = None,
+    artifacts: str | os.PathLike[str] | None = None,
+    seed: int | None = None,
+) -> Result:
+    """Run one script and return its verdict; never raises for what the script does.
+
+    ``text`` gives the script's text (default: read from ``path``).
+    ``target`` defaults to the kernel in a throwaway lab.  ``ip_version``
+    ("ipv4" or "ipv6"), ``tolerance_usecs`` and ``tolerance_percent``
+    override the script's ``--flags``.  With ``artifacts``, a failing run
+    leaves its pcapng capture and trace there.
+    """
+    path = os.fspath(path)
+    began = time.monotonic()
+    try:
+        script = parse_script(text if text is not None else pathlib.Path(path).read_text(), path)
+    except Unsupported as exc:
+        return Result(path, "SKIP", f"unsupported: {exc.construct}")
+    except (ScriptError, OSError) as exc:
+        return Result(path, "FAIL", f"cannot read the script: {exc}")
+    flags = script.flags
+    for flag in ("non_fatal", "wire_server", "wire_client", "so_filter", "tun_dev", "persistent_tun_dev"):
+        if flag in flags:
+            return Result(path, "SKIP", f"unsupported: --{flag}")
+    version = ip_version or flags.get("ip_version", "ipv4")
+    if version not in ("ipv4", "ipv6"):
+        return Result(path, "SKIP", f"unsupported: --ip_version={version}")
+    try:
+        tol = (
+            tolerance_usecs
+            if tolerance_usecs is not None
+            else _flag_float(flags, "tolerance_usecs", DEFAULT_TOLERANCE_USECS)
+        ) / 1e6
+        percent = (
+            tolerance_percent
+            if tolerance_percent is not None
+            else _flag_float(flags, "tolerance_percent", DEFAULT_TOLERANCE_PERCENT)
+        )
+    except ScriptError as exc:
+        return Result(path, "FAIL", str(exc))
+    target = target if target is not None else LabTarget()
+    if isinstance(target, LinkTarget) and target.handler is None and script.has_syscalls():
+        return Result(path, "SKIP", "unsupported: system calls without a syscall handler (--link)")
+    rng = random.Random(seed)
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="tcpemu-packetdrill-"))
+    capture = workdir / (pathlib.Path(path).stem + ".pcapng")
+    result: Result
+    run: _Run | None = None
+    try:
+        async with AsyncExitStack() as stack:
+            setup = await _open_target(stack, target, version == "ipv6", capture, flags, rng)
+            run = _Run(script, setup, tolerance=tol, percent=percent, v6=version == "ipv6")
+            try:
+                await run.run(rng)
+                result = Result(path, "PASS")
+            finally:
+                handler = setup.handler
+                if isinstance(handler, syscalls.KernelSyscalls):
+                    await trio.to_thread.run_sync(handler.close_all)
+    except* Unsupported as group:
+        exc = group.exceptions[0]
+        assert isinstance(exc, Unsupported)
+        result = Result(path, "SKIP", f"unsupported: {exc.construct}", line=exc.line or None)
+    except* _Failure as group:
+        f = group.exceptions[0]
+        assert isinstance(f, _Failure)
+        result = Result(path, "FAIL", f.reason, f.line, f.expected, f.actual, f.time_error)
+    except* (TcpemuError, OSError) as group:
+        result = Result(path, "FAIL", f"error: {group.exceptions[0]}")
+    result.duration = time.monotonic() - began
+    if run is not None and run.conn is not None:
+        result.trace = run.conn.trace()
+    if result.verdict == "FAIL" and artifacts is not None:
+        keep = pathlib.Path(artifacts)
+        keep.mkdir(parents=True, exist_ok=True)
+        if capture.exists():
+            dest = keep / capture.name
+            shutil.move(str(capture), dest)
+            result.capture = str(dest)
+        (keep / (pathlib.Path(path).stem + ".trace.txt")).write_text("\n".join(result.trace) + "\n")
+    shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+async def _open_target(
+    stack: AsyncExitStack,
+    target: LabTarget | LinkTarget,
+    v6: bool,
+    capture: pathlib.Path,
+    flags: Mapping[str, str],
+    rng: random.Random,
+) -> _Setup:
+    port = int(flags.get("bind_port", DEFAULT_PORT))
+    connect_port = int(flags.get("connect_port", DEFAULT_PORT))
+    if isinstance(target, LinkTarget):
+        engine = await stack.enter_async_context(
+            open_engine(
+                target.ifname, netns=target.netns, capture=capture, rng=random.Random(rng.getrandbits(64))
+            )
+        )
+        stack_mac = target.local_mac
+        if stack_mac is None:
+            stack_mac = await engine.resolve(
+                target.local_ip, local_ip=target.remote_ip, local_mac=target.tester_mac
+            )
+        return _Setup(
+            engine,
+            target.local_ip,
+            target.remote_ip,
+            target.tester_mac,
+            stack_mac,
+            target.handler,
+            target.netns,
+        )
+    lab = await stack.enter_async_context(lab_mod.open_lab(iut_sysctls=dict(PACKETDRILL_SYSCTLS)))
+    host = await trio.to_thread.run_sync(_host_tcp_sysctls)
+    values = {**host, **PACKETDRILL_SYSCTLS, **target.sysctls}
+    refused = await trio.to_thread.run_sync(_pin_sysctls, lab.iut.netns, values)
+    if refused:
+        log.debug("sysctls the IUT namespace refused: %s", "; ".join(refused))
+    if "mtu" in flags:
+        mtu = int(flags["mtu"])
+        for host_ in (lab.iut, lab.tst):
+            await trio.run_process(["ip", "-n", host_.netns, "link", "set", host_.ifname, "mtu", str(mtu)])
+    # packetdrill's scripts name its tun device in tc and ip commands
+    await trio.run_process(
+        ["ip", "-n", lab.iut.netns, "link", "property", "add", "dev", lab.iut.ifname, "altname", "tun0"],
+        check=False,
+        capture_stderr=True,
+    )
+    version = 6 if v6 else 4
+    engine = await stack.enter_async_context(
+        open_engine(
+            lab.tst.ifname, netns=lab.tst.netns, capture=capture, rng=random.Random(rng.getrandbits(64))
+        )
+    )
+    stack_ip, tester_ip = str(lab.iut.address(version)), str(lab.tst.address(version))
+    handler = await trio.to_thread.run_sync(
+        syscalls.KernelSyscalls,
+        lab.iut.netns,
+        socket.AF_INET6 if v6 else socket.AF_INET,
+        (stack_ip, port),
+        (tester_ip, connect_port),
+    )
+    return _Setup(
+        engine, stack_ip, tester_ip, lab.alien_mac, lab.iut.mac, handler, lab.iut.netns, lab.iut.ifname
+    )
+
+
+async def run_scripts(
+    paths: Sequence[str | os.PathLike[str]], *, jobs: int = 1, **kwargs: object
+) -> list[Result]:
+    """Run scripts, ``jobs`` at a time (each in its own lab); results in the order given."""
+    if jobs < 1:
+        raise UsageError(f"jobs must be at least 1, got {jobs}")
+    results: list[Result | None] = [None] * len(paths)
+    limit = trio.CapacityLimiter(jobs)
+
+    async def one(i: int, path: str | os.PathLike[str]) -> None:
+        async with limit:
+            results[i] = await run_script(path, **kwargs)  # type: ignore[arg-type]
+
+    async with trio.open_nursery() as nursery:
+        for i, p in enumerate(paths):
+            nursery.start_soon(one, i, p)
+    return [r for r in results if r is not None]
