@@ -36,10 +36,12 @@ __all__ = [
     "LinkFacts",
     "LinkWarning",
     "check_link",
+    "check_link_quietly",
     "cli_main",
     "evaluate",
     "gather",
     "register_cli",
+    "warn_findings",
     "warn_link",
 ]
 
@@ -411,27 +413,45 @@ def check_link(
     return evaluate(gather(ifname, netns), addrs)
 
 
+def check_link_quietly(
+    ifname: str, netns: str | None = None, emulated: Iterable[str | IPAddress] = ()
+) -> list[Finding]:
+    """:func:`check_link` that never raises: a failure of the check is logged (debug) and
+    gives no findings.  For ``open_engine``: a link that cannot be checked is no reason
+    to stop an engine that may work.  Blocking, like :func:`check_link`."""
+    try:
+        return check_link(ifname, netns, emulated)
+    except Exception as exc:  # a check must never stop the engine
+        log.debug("link check of %s in %s failed: %s", ifname, netns or "this namespace", exc)
+        return []
+
+
+def warn_findings(
+    findings: Iterable[Finding], ifname: str, netns: str | None = None, *, stacklevel: int = 1
+) -> None:
+    """Issue a :class:`LinkWarning` for each finding, naming the link and the setting.
+
+    ``stacklevel=1`` points the warning at the code that calls this function, 2 at
+    its caller, and so on.  Call it from the task (not from a worker thread), so
+    that the warning can point at the user's code.
+    """
+    where = f" in {netns}" if netns else ""
+    for finding in findings:
+        warnings.warn(LinkWarning(f"{ifname}{where}: {finding}"), stacklevel=stacklevel + 1)
+
+
 def warn_link(
     ifname: str,
     netns: str | None = None,
     emulated: Iterable[str | IPAddress] = (),
     *,
-    stacklevel: int = 2,
+    stacklevel: int = 1,
 ) -> list[Finding]:
-    """:func:`check_link`, each finding issued as a :class:`LinkWarning`; never raises.
-
-    For ``open_engine``: a link that cannot be checked is no reason to stop an
-    engine that may work, so any failure of the check is logged (debug) and
-    gives no findings.
-    """
-    try:
-        findings = check_link(ifname, netns, emulated)
-    except Exception as exc:  # a check must never stop the engine
-        log.debug("link check of %s in %s failed: %s", ifname, netns or "this namespace", exc)
-        return []
-    where = f" in {netns}" if netns else ""
-    for finding in findings:
-        warnings.warn(LinkWarning(f"{ifname}{where}: {finding}"), stacklevel=stacklevel)
+    """:func:`check_link_quietly`, each finding issued as a :class:`LinkWarning` (``stacklevel``
+    as in :func:`warn_findings`); never raises.  Blocking: from trio, run :func:`check_link_quietly`
+    in a thread and call :func:`warn_findings` in the task."""
+    findings = check_link_quietly(ifname, netns, emulated)
+    warn_findings(findings, ifname, netns, stacklevel=stacklevel + 1)
     return findings
 
 

@@ -4,7 +4,10 @@ on in the tester's namespace shows up as a finding naming it, and a lab link is 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
 import io
+import warnings
 
 import pytest
 import trio
@@ -13,7 +16,16 @@ from pyroute2 import IPRoute
 from tcpemu import net
 from tcpemu._netns import run_in_netns
 from tcpemu.lab import Lab
-from tcpemu.linkcheck import Finding, LinkWarning, check_link, cli_main, register_cli, warn_link
+from tcpemu.linkcheck import (
+    Finding,
+    LinkWarning,
+    check_link,
+    check_link_quietly,
+    cli_main,
+    register_cli,
+    warn_findings,
+    warn_link,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -128,6 +140,25 @@ async def test_warn_link_names_the_setting(tcpemu_lab):
     with pytest.warns(LinkWarning, match=r"tst0 in .*: error: net\.ipv4\.ip_forward = 1"):
         findings = await trio.to_thread.run_sync(warn_link, "tst0", tcpemu_lab.tst.netns)
     assert [f.setting for f in findings] == ["net.ipv4.ip_forward"]
+
+
+async def test_warnings_from_a_context_manager_point_at_the_users_async_with(tcpemu_lab):
+    """What open_engine does: check in a thread, warn in the task, blame the user's line."""
+    lab = tcpemu_lab
+
+    @contextlib.asynccontextmanager
+    async def engine_like():
+        findings = await trio.to_thread.run_sync(check_link_quietly, lab.tst.ifname, lab.tst.netns)
+        warn_findings(findings, lab.tst.ifname, lab.tst.netns, stacklevel=3)
+        yield
+
+    await lab.tst.sysctl("net.ipv6.conf.all.forwarding", "1")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with engine_like():
+            line = inspect.currentframe().f_lineno - 1  # type: ignore[union-attr]
+    assert [(w.category, w.filename, w.lineno) for w in caught] == [(LinkWarning, __file__, line)]
+    assert "net.ipv6.conf.all.forwarding = 1" in str(caught[0].message)
 
 
 async def test_the_cli_exit_status_and_output(tcpemu_lab):
