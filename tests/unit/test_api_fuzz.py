@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import tcpemu
 from tcpemu import MemoryLink, TcpemuError, TcpFlags, TcpOption
 
-from .test_engine import EMU_IP, EMU_MAC, PEER_MAC, PEER_PORT, Peer, open_server
+from .helpers import EMU_IP, EMU_MAC, PEER_MAC, PEER_PORT, Peer, open_server
 
 A, P = TcpFlags.ACK, TcpFlags.PSH
 EXAMPLES = int(os.environ.get("TCPEMU_FUZZ_EXAMPLES", "300"))

@@ -30,97 +30,26 @@ from tcpemu import (
     _engine,
 )
 from tcpemu._engine import BATCH, FAIR_BATCHES
-from tcpemu.wire import FLAGS, Frame, IPAddress, Segment, TcpOption, build_frame, parse_frame_untrusted
+from tcpemu.wire import FLAGS, Frame, Segment, TcpOption, build_frame, parse_frame_untrusted
 
-PEER_IP, EMU_IP = ipaddress.ip_address("198.18.0.1"), ipaddress.ip_address("198.18.0.2")
-PEER_IP6, EMU_IP6 = ipaddress.ip_address("2001:db8::1"), ipaddress.ip_address("2001:db8::2")
-PEER_MAC, EMU_MAC = bytes.fromhex("02000000aa01"), bytes.fromhex("02000000aa02")
-PEER_PORT, EMU_PORT = 40000, 20000
-A, S, F, R, P = TcpFlags.ACK, TcpFlags.SYN, TcpFlags.FIN, TcpFlags.RST, TcpFlags.PSH
-# what header prediction and the full path must leave the same
-STATE_FIELDS = ("state", "rcv_nxt", "snd_una", "last_win_got", "last_tsval_got", "ts_recent", "fin_got")
-
-
-def addresses(version: int = 4) -> tuple[IPAddress, IPAddress]:
-    """(peer, emulator) addresses of one IP family."""
-    return (PEER_IP, EMU_IP) if version == 4 else (PEER_IP6, EMU_IP6)
-
-
-def peer_frame(seg: Segment, version: int = 4) -> bytes:
-    """``seg`` from the peer to the emulator, as a frame."""
-    return build_frame(Frame(PEER_MAC, EMU_MAC, *addresses(version), seg))
-
-
-class Peer:
-    """The far end of a MemoryLink, speaking raw frames."""
-
-    def __init__(self, link: MemoryLink, version: int = 4) -> None:
-        self.link = link
-        self.version = version
-        self.seq = 7000
-
-    def send(
-        self,
-        seq: int,
-        ack: int = 0,
-        flags: TcpFlags = A,
-        payload: bytes = b"",
-        *,
-        src_port: int = PEER_PORT,
-        **kw,
-    ) -> None:
-        self.send_segment(Segment(src_port, EMU_PORT, seq, ack, flags, 1000, payload=payload, **kw))
-
-    def send_segment(self, seg: Segment) -> None:
-        self.link.send(peer_frame(seg, self.version))
-
-    async def expect(self, timeout: float = 1.0) -> Segment:
-        with trio.fail_after(timeout):
-            while True:
-                raw = self.link.recv_nowait()
-                if raw is not None:
-                    frame = parse_frame_untrusted(raw)
-                    assert (frame.src_mac, frame.dst_mac) == (EMU_MAC, PEER_MAC)
-                    assert (frame.dst_ip, frame.src_ip) == addresses(self.version)
-                    return frame.segment
-                await trio.lowlevel.wait_readable(self.link.fileno())
-
-    def expect_nothing(self) -> None:
-        assert self.link.recv_nowait() is None
-
-
-@pytest.fixture
-async def engine_and_peer():
-    emu_link, peer_link = MemoryLink.pair()
-    async with tcpemu.open_engine(link=emu_link, seed=42) as engine:
-        yield engine, Peer(peer_link)
-    peer_link.close()
-
-
-def server(
-    engine: tcpemu.Engine, version: int = 4, remote_port: int | None = None, **kw
-) -> tcpemu.Connection:
-    peer_ip, emu_ip = addresses(version)
-    return engine.connection(
-        SERVER,
-        local=(str(emu_ip), EMU_PORT),
-        remote=(str(peer_ip), remote_port),
-        local_mac=EMU_MAC,
-        remote_mac=PEER_MAC,
-        **kw,
-    )
-
-
-async def open_server(engine, peer, **kw):
-    conn = server(engine, **kw)
-    peer.send(7000, flags=S, options=(TcpOption.mss(1000),))
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(conn.wait_open, 5)
-        synack = await peer.expect()
-        assert synack.flags == S | A and synack.ack == 7001
-        peer.send(7001, synack.seq + 1)
-    assert conn.state is TcpState.ESTABLISHED
-    return conn, synack.seq + 1
+from .helpers import (
+    EMU_IP,
+    EMU_MAC,
+    EMU_PORT,
+    PEER_IP,
+    PEER_MAC,
+    PEER_PORT,
+    STATE_FIELDS,
+    A,
+    F,
+    P,
+    Peer,
+    R,
+    S,
+    open_server,
+    peer_frame,
+    server,
+)
 
 
 async def test_server_handshake_answers_only_on_wait_open(engine_and_peer, autojump_clock):
