@@ -180,3 +180,47 @@ async def test_pytcp_connects_to_an_emulated_server_and_its_syn_is_seen():
         await stack.wait_event("closed")
         assert conn.state is TcpState.TIME_WAIT
     report("PyTCP on a TAP, connecting to an emulated server", seen)
+
+
+async def test_pytcp_and_a_window_smaller_than_its_data():
+    """We offer window scaling, PyTCP's SYN-ACK does not, so no scaling is in effect (RFC 7323
+    2.2): our window of 500 bytes allows 500 bytes.  The report says how much PyTCP sent
+    before our ACK; the test asserts that what arrived is exactly what we sent, in order."""
+    rng = random.Random(3)
+    seen: dict[str, object] = {}
+    async with (
+        _pytcp.open_tap_stack(rng=rng) as stack,
+        tcpemu.open_engine(stack.tap, netns=stack.netns, rng=rng) as engine,
+    ):
+        conn = engine.connection(
+            tcpemu.CLIENT,
+            local=(EMU_IP, EMU_PORT),
+            remote=(stack.ip, stack.port),
+            local_mac=EMU_MAC,
+            remote_mac=stack.mac,
+            wscale=7,
+        )
+        synack = await conn.wait_msg(timeout=10)
+        await conn.wait_open(timeout=10)
+        assert synack.option(OptionKind.WSCALE) is None and conn.core.snd_wscale == 0
+        conn.window = 500
+        payload = rng.randbytes(3000)
+        for i in range(0, len(payload), 1000):
+            await conn.send_msg(payload[i : i + 1000])  # each carries our window of 500
+        got = b""
+        beyond = 0
+        with trio.move_on_after(1.5):  # PyTCP's retransmission timer is 1 s: past it, all it will send
+            while True:
+                msg = await conn.recv_msg(timeout=None, ack=False)
+                if msg.kind is tcpemu.SegmentKind.EXPECTED and msg.payload:
+                    got += msg.payload
+                    beyond = max(beyond, len(got) - 500)
+        seen["window we advertised (no scaling agreed)"] = "500 bytes"
+        seen["sent before our ACK"] = f"{len(got)} bytes ({beyond} beyond our window)"
+        conn.window = 65535
+        await conn.send_ack()
+        while len(got) < len(payload):
+            got += await conn.recv_data(idle=0.3, timeout=10)
+        assert got == payload  # whatever the window did, the stream is exact
+        await conn.send_rst()
+    report("PyTCP and a window smaller than its data", seen)
