@@ -36,6 +36,7 @@ import os
 import random
 import re
 import socket
+import warnings
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -43,10 +44,11 @@ from dataclasses import dataclass, field
 import trio
 
 from . import net
-from ._errors import LabError
+from ._engine import Engine, engines_on
+from ._errors import LabError, UsageError
 from ._io import PacketLink
 from ._netns import netns_path, run_in_netns
-from .wire import IPAddress
+from .wire import IPAddress, parse_mac
 
 __all__ = [
     "Direction",
@@ -135,12 +137,33 @@ class Direction(enum.Enum):
     TST_TO_IUT = "tst->iut"
 
 
+@dataclass(frozen=True, slots=True)
+class _SavedEntry:
+    """A neighbour entry as it was before a break: what the repair puts back."""
+
+    host: Host
+    addr: IPAddress
+    mac: str | None  # None: there was no entry (or one without a MAC): the repair deletes ours
+    state: int
+
+
+def _direction(value: Direction | str) -> Direction:
+    try:
+        return Direction(value)
+    except ValueError:
+        allowed = ", ".join(repr(d.value) for d in Direction)
+        raise UsageError(f"direction must be a Direction or one of {allowed}, got {value!r}") from None
+
+
 @dataclass(slots=True)
 class Lab:
     """A built lab; use :func:`open_lab` to get one.
 
     In the gateway topology ``gw_iut`` and ``gw_tst`` are the gateway's two
     interfaces (same namespace), on the IUT's and on the tester's link.
+    ``alien_mac`` is the MAC the emulator answers for; ``blackhole_mac``
+    another locally administered MAC that no interface and no emulator
+    uses: :meth:`break_path` points neighbour entries at it.
     """
 
     name: str
@@ -149,9 +172,19 @@ class Lab:
     alien_mac: str
     gw_iut: Host | None = None
     gw_tst: Host | None = None
+    blackhole_mac: str = ""
     _neighbours: list[tuple[Host, IPAddress]] = field(default_factory=list)
+    _set_macs: dict[tuple[Host, IPAddress], str] = field(default_factory=dict, repr=False)
+    _broken: dict[Direction, list[_SavedEntry]] = field(default_factory=dict, repr=False)
+    _cut_engines: dict[Direction, list[Engine]] = field(default_factory=dict, repr=False)
     _closed: bool = False
     _holds: list[int] = field(default_factory=list, repr=False)  # fds with LOCK_SH on our namespaces
+
+    def __post_init__(self) -> None:
+        if not self.blackhole_mac:
+            self.blackhole_mac = _draw_mac(random.Random(), {self.alien_mac})
+        if self.blackhole_mac == self.alien_mac:
+            raise UsageError(f"blackhole_mac must differ from alien_mac, both are {self.alien_mac}")
 
     @property
     def namespaces(self) -> list[str]:
@@ -169,17 +202,30 @@ class Lab:
         """The MAC that frames from the tester's link to the IUT go to (the IUT's, or the gateway's)."""
         return self.gw_tst.mac if self.gw_tst is not None else self.iut.mac
 
+    @property
+    def broken(self) -> frozenset[Direction]:
+        """The directions broken now (by :meth:`break_path`, not repaired yet)."""
+        return frozenset(self._broken)
+
     async def set_neighbour(self, host: Host, ip: IPAddress | str, mac: str) -> None:
         """A permanent neighbour entry ip -> mac on ``host``'s lab interface."""
         addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
         await trio.to_thread.run_sync(net.neighbour_replace, host.netns, host.ifname, addr, mac)
+        self._remember(host, addr, mac)
+
+    def _remember(self, host: Host, addr: IPAddress, mac: str | None) -> None:
+        if mac is None:
+            self._set_macs.pop((host, addr), None)
+            self._neighbours = [(h, a) for h, a in self._neighbours if (h, a) != (host, addr)]
+            return
+        self._set_macs[(host, addr)] = mac.lower()
         if (host, addr) not in self._neighbours:
             self._neighbours.append((host, addr))
 
     async def delete_neighbour(self, host: Host, ip: IPAddress | str) -> None:
         addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
         await trio.to_thread.run_sync(net.neighbour_delete, host.netns, host.ifname, addr)
-        self._neighbours = [(h, a) for h, a in self._neighbours if (h, a) != (host, addr)]
+        self._remember(host, addr, None)
 
     async def neighbours(self, host: Host) -> list[tuple[str, str | None, int]]:
         return await trio.to_thread.run_sync(net.neighbours, host.netns, host.ifname)
@@ -190,31 +236,136 @@ class Lab:
             return (self.gw_tst if self.gw_tst is not None else self.iut), self.tst
         return (self.gw_iut if self.gw_iut is not None else self.tst), self.iut
 
+    async def _point_tester_at(self, mac: str, what: str) -> None:
+        if Direction.IUT_TO_TST in self._broken:
+            raise UsageError(f"{what}: the path iut->tst is broken; repair_path(Direction.IUT_TO_TST) first")
+        holder, dest = self._path_entry(Direction.IUT_TO_TST)
+        for addr in (dest.ip, dest.ip6):
+            if addr is not None:
+                await self.set_neighbour(holder, addr, mac)
+
     async def add_alien_neighbour(self) -> None:
-        """Point the tester's address at the alien MAC: on the gateway if there is one, else on the IUT.
+        """Point the tester's addresses at the alien MAC: on the gateway if there is one, else on the IUT.
 
         Frames from the IUT to the tester then reach the tester's link
         addressed to the alien MAC, for the emulator and not for the
-        tester's kernel.
+        tester's kernel.  This is the lab's set-up for an emulated tester
+        (``open_lab(alien_neighbour=True)``, the default), not a break.
         """
-        await self.break_path(Direction.IUT_TO_TST)
+        await self._point_tester_at(self.alien_mac, "add_alien_neighbour")
+
+    async def use_kernel_tester(self) -> None:
+        """Point the tester's addresses at the tester interface's own MAC (permanent entries),
+        so that the tester's kernel, not an emulator, gets the IUT's frames;
+        :meth:`add_alien_neighbour` hands them back to the emulator."""
+        await self._point_tester_at(self.tst.mac, "use_kernel_tester")
 
     async def break_path(self, direction: Direction | str) -> None:
-        """Stop traffic in one direction: the next hop's neighbour entry for the
-        destination points at the alien MAC (on the gateway, or on the sending host)."""
-        d = Direction(direction)
+        """Stop all traffic in one direction until :meth:`repair_path`.
+
+        The next hop's neighbour entries for the destination's addresses (on
+        the gateway, or on the sending host; IPv4 and IPv6) point at
+        :attr:`blackhole_mac`, which neither a kernel nor an emulator takes
+        frames for; what they pointed at before is remembered.  In the
+        two-host lab an emulator on the tester's interface sends straight to
+        the IUT's MAC, past any neighbour entry: every engine open on that
+        interface (``tcpemu._engine.engines_on``) then drops its frames to
+        the IUT (``Engine.cut_path``).  Every such engine's connections note
+        the break in their traces.
+
+        Breaking a direction that is broken already changes nothing.  An
+        engine opened while a path is broken is not cut.
+        """
+        d = _direction(direction)
+        if d in self._broken:
+            return
         holder, dest = self._path_entry(d)
-        for addr in (dest.ip, dest.ip6):
-            if addr is not None:
-                await self.set_neighbour(holder, addr, self.alien_mac)
+        addrs = [a for a in (dest.ip, dest.ip6) if a is not None]
+        current = await trio.to_thread.run_sync(self._read_entries, holder, addrs)
+        # Remembered before anything changes, so that a repair after a break
+        # that failed half-way still puts every entry back.
+        self._broken[d] = [_SavedEntry(holder, addr, *current[addr]) for addr in addrs]
+        for addr in addrs:
+            if (holder, addr) not in self._neighbours:
+                self._neighbours.append((holder, addr))  # removed at teardown whatever happens
+            await trio.to_thread.run_sync(
+                net.neighbour_replace, holder.netns, holder.ifname, addr, self.blackhole_mac
+            )
+        cut = []
+        for engine in self._tester_engines():
+            if self._emulator_sends(d) and parse_mac(self.iut.mac) not in engine.cut_macs:
+                engine.cut_path(self.iut.mac)
+                cut.append(engine)
+            engine.note(f"lab: path {d.value} broken (neighbour entries on {holder.role} -> black hole)")
+        self._cut_engines[d] = cut
 
     async def repair_path(self, direction: Direction | str) -> None:
-        """Undo :meth:`break_path`: the entry points at the destination's real MAC again."""
-        d = Direction(direction)
-        holder, dest = self._path_entry(d)
-        for addr in (dest.ip, dest.ip6):
-            if addr is not None:
-                await self.set_neighbour(holder, addr, dest.mac)
+        """Undo :meth:`break_path`: each neighbour entry it changed is put back
+        exactly as it was (a permanent entry with its MAC; a learnt one with
+        its MAC, left for the kernel to confirm; none at all: deleted), and
+        the engines on the tester's interface send to the IUT again.
+
+        Repairing a direction that is not broken is deprecated: for backward
+        compatibility it points the entry at the destination's own MAC (use
+        :meth:`use_kernel_tester` for that).
+        """
+        d = _direction(direction)
+        saved = self._broken.pop(d, None)
+        if saved is None:
+            warnings.warn(
+                f"repair_path({d.value!r}) of a path that is not broken: pointing it at the "
+                "destination's own MAC; use lab.use_kernel_tester() for that",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            holder, dest = self._path_entry(d)
+            for addr in (dest.ip, dest.ip6):
+                if addr is not None:
+                    await self.set_neighbour(holder, addr, dest.mac)
+            return
+        await trio.to_thread.run_sync(self._restore_entries, saved)
+        for engine in self._cut_engines.pop(d, []):
+            engine.restore_path(self.iut.mac)  # only what the break cut: a test's own cut stays
+        for engine in self._tester_engines():
+            engine.note(f"lab: path {d.value} repaired (neighbour entries put back as they were)")
+
+    def _emulator_sends(self, direction: Direction) -> bool:
+        """Whether an emulator on the tester's link sends this direction past every neighbour entry."""
+        return direction is Direction.TST_TO_IUT and self.gw_iut is None
+
+    def _tester_engines(self) -> list[Engine]:
+        return engines_on(self.tst.netns, self.tst.ifname)
+
+    def _read_entries(self, holder: Host, addrs: list[IPAddress]) -> dict[IPAddress, tuple[str | None, int]]:
+        """The MAC and state of each address's entry on holder: from the kernel's table, or
+        else what this lab set there, or else (None, 0): no entry."""
+        table = {
+            ipaddress.ip_address(dst): ((mac.lower() if mac else None), state)
+            for dst, mac, state in net.neighbours(holder.netns, holder.ifname)
+        }
+        found: dict[IPAddress, tuple[str | None, int]] = {}
+        for addr in addrs:
+            mac, state = table.get(addr, (None, 0))
+            if mac is None and (holder, addr) in self._set_macs:
+                mac, state = self._set_macs[(holder, addr)], net.NUD_PERMANENT
+            found[addr] = (mac, state)
+        return found
+
+    def _restore_entries(self, saved: list[_SavedEntry]) -> None:
+        for entry in saved:
+            host = entry.host
+            if entry.mac is None:
+                net.neighbour_delete(host.netns, host.ifname, entry.addr, missing_ok=True)
+                self._remember(host, entry.addr, None)
+                continue
+            # A permanent (or no-ARP) entry comes back as it was; a learnt one
+            # with its MAC as STALE, so that the kernel confirms it on first use
+            # as it would have, instead of trusting it for ever.
+            keep = entry.state & (net.NUD_PERMANENT | net.NUD_NOARP)
+            state = entry.state if keep else net.NUD_STALE
+            net.neighbour_replace(host.netns, host.ifname, entry.addr, entry.mac, state)
+            # a learnt entry is the kernel's again: not ours to delete at teardown
+            self._remember(host, entry.addr, entry.mac if keep else None)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -227,7 +378,7 @@ class Lab:
         errors = []
         for host, addr in self._neighbours:
             try:
-                net.neighbour_delete(host.netns, host.ifname, addr)
+                net.neighbour_delete(host.netns, host.ifname, addr, missing_ok=True)
             except Exception as exc:  # the namespace removal below takes it anyway
                 errors.append(f"neighbour {addr} on {host.role}: {exc}")
         self._neighbours.clear()
@@ -241,6 +392,15 @@ class Lab:
         _release(self._holds)
         if errors:
             raise LabError("lab teardown incomplete: " + "; ".join(errors))
+
+
+def _draw_mac(rng: random.Random, taken: set[str]) -> str:
+    """A locally administered unicast MAC not in ``taken`` (5 random bytes after 02)."""
+    for _ in range(64):  # a clash has odds of 2**-40 a draw: bounded all the same
+        mac = net.alien_mac(rng.randbytes(5))
+        if mac not in taken:
+            return mac
+    raise LabError(f"could not draw a MAC distinct from {sorted(taken)}")
 
 
 def connect_nowait(sock: trio.socket.SocketType, address: tuple[str, int]) -> int:
@@ -442,9 +602,18 @@ async def open_lab(
     await trio.to_thread.run_sync(cleanup_stale_labs)
     tag = f"{next(_counter)}{rng.getrandbits(24):06x}"
     iut, tst, gw_iut, gw_tst = _plan(tag, gateway)
-    alien = net.alien_mac(rng.randbytes(5))
+    alien = _draw_mac(rng, set())
+    blackhole = _draw_mac(rng, {alien})
     sysctls = {**DEFAULT_IUT_SYSCTLS, **(iut_sysctls or {})}
-    lab = Lab(name=tag, iut=iut, tst=tst, alien_mac=alien, gw_iut=gw_iut, gw_tst=gw_tst)
+    lab = Lab(
+        name=tag,
+        iut=iut,
+        tst=tst,
+        alien_mac=alien,
+        gw_iut=gw_iut,
+        gw_tst=gw_tst,
+        blackhole_mac=blackhole,
+    )
     try:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(_build, lab, sysctls, offloads)

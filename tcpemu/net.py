@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import errno
 import fcntl
 import ipaddress
 import os
@@ -18,7 +19,7 @@ import socket
 import struct
 from collections.abc import Iterable
 
-from pyroute2 import NetNS, netns
+from pyroute2 import NetlinkError, NetNS, netns
 
 from ._errors import LabError, PrivilegeError, UsageError
 from ._netns import NETNS_RUN_DIR, netns_path, run_in_netns
@@ -37,6 +38,7 @@ __all__ = [
     "link_exists",
     "neighbour_replace",
     "neighbour_delete",
+    "neighbour_entry",
     "neighbours",
     "set_offloads",
     "sysctl_write",
@@ -44,6 +46,14 @@ __all__ = [
     "alien_mac",
 ]
 
+# neighbour (NUD) states, include/uapi/linux/neighbour.h
+NUD_INCOMPLETE = 0x01
+NUD_REACHABLE = 0x02
+NUD_STALE = 0x04
+NUD_DELAY = 0x08
+NUD_PROBE = 0x10
+NUD_FAILED = 0x20
+NUD_NOARP = 0x40
 NUD_PERMANENT = 0x80
 
 
@@ -139,15 +149,29 @@ def link_mac(ns_name: str, ifname: str) -> str:
         return str(link.get("IFLA_ADDRESS"))
 
 
-def neighbour_replace(ns_name: str, ifname: str, ip: IPAddress, mac: str) -> None:
-    """A permanent neighbour entry ip -> mac on ifname (added or replaced)."""
+def neighbour_replace(ns_name: str, ifname: str, ip: IPAddress, mac: str, state: int = NUD_PERMANENT) -> None:
+    """A neighbour entry ip -> mac on ifname (added or replaced), permanent unless ``state`` says
+    otherwise (NUD_STALE: the kernel confirms the MAC the next time it uses the entry)."""
     with NetNS(ns_name) as ns:
-        ns.neigh("replace", dst=str(ip), lladdr=mac, ifindex=_index(ns, ifname), state=NUD_PERMANENT)
+        ns.neigh("replace", dst=str(ip), lladdr=mac, ifindex=_index(ns, ifname), state=state)
 
 
-def neighbour_delete(ns_name: str, ifname: str, ip: IPAddress) -> None:
+def neighbour_delete(ns_name: str, ifname: str, ip: IPAddress, *, missing_ok: bool = False) -> None:
+    """Delete the neighbour entry of ip on ifname; ``missing_ok``: no error when there is none."""
     with NetNS(ns_name) as ns:
-        ns.neigh("del", dst=str(ip), ifindex=_index(ns, ifname))
+        try:
+            ns.neigh("del", dst=str(ip), ifindex=_index(ns, ifname))
+        except NetlinkError as exc:
+            if not (missing_ok and exc.code == errno.ENOENT):
+                raise
+
+
+def neighbour_entry(ns_name: str, ifname: str, ip: IPAddress) -> tuple[str | None, int] | None:
+    """(MAC or None, NUD state) of ip's neighbour entry on ifname, or None when there is none."""
+    for dst, mac, state in neighbours(ns_name, ifname):
+        if ipaddress.ip_address(dst) == ip:
+            return (mac.lower() if mac else None), state
+    return None
 
 
 def neighbours(ns_name: str, ifname: str | None = None) -> list[tuple[str, str | None, int]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import subprocess
 import sys
 
@@ -16,7 +17,9 @@ from tcpemu._bpf import tcp_to_addresses
 from tcpemu._errors import LabError, UsageError
 from tcpemu._io import PacketLink
 from tcpemu._netns import netns_path
-from tcpemu.lab import cleanup_stale_labs, connect_nowait, open_lab
+from tcpemu.core import TcpState
+from tcpemu.lab import Direction, cleanup_stale_labs, connect_nowait, open_lab
+from tcpemu.tcpinfo import wait_tcp_info
 from tcpemu.wire import TcpFlags, ipv4_header_checksum_ok, parse_frame_untrusted, tcp_checksum_ok
 
 pytestmark = pytest.mark.e2e
@@ -303,3 +306,147 @@ def test_missing_privileges_are_named():
     assert "needs CAP_SYS_ADMIN (run as root)" in lab_line
     assert engine_line.startswith("engine a raw socket on 'lo' needs CAP_NET_RAW (run as root)")
     assert set(net.list_netns()) <= before  # nothing was left half made
+
+
+# ------------------------------------------------ break_path / repair_path
+
+
+def _queued(sock: trio.socket.SocketType) -> int:
+    """Bytes waiting in a socket's receive queue (FIONREAD)."""
+    import fcntl
+    import struct
+    import termios
+
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+async def _kernel_pair(
+    lab: lab_module.Lab, ipv: int
+) -> tuple[trio.socket.SocketType, trio.socket.SocketType]:
+    """A kernel TCP connection from the IUT to a kernel listener on the tester: (IUT, tester) sockets."""
+    fam = socket.AF_INET6 if ipv == 6 else socket.AF_INET
+    listener = await lab.tst.socket(fam)
+    await listener.bind((str(lab.tst.address(ipv)), 20000))
+    listener.listen(1)
+    iut = await lab.iut.socket(fam)
+    with trio.fail_after(10):
+        await iut.connect((str(lab.tst.address(ipv)), 20000))
+        tst, _ = await listener.accept()
+    listener.close()
+    return iut, tst
+
+
+async def _recv_exactly(sock: trio.socket.SocketType, n: int) -> bytes:
+    buf = bytearray()
+    with trio.fail_after(10):
+        while len(buf) < n:
+            chunk = await sock.recv(n - len(buf))
+            assert chunk, f"EOF after {len(buf)} of {n} bytes"
+            buf += chunk
+    return bytes(buf)
+
+
+@pytest.mark.parametrize("ipv", [4, 6], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize("direction", list(Direction), ids=[d.name for d in Direction])
+@pytest.mark.parametrize("gateway", [False, True], ids=["two-host", "gateway"])
+async def test_break_and_repair_with_a_kernel_tester(gateway: bool, direction: Direction, ipv: int) -> None:
+    """Both directions, both labs, a kernel on each side: while broken the receiver
+    gets nothing and the sender retransmits; after the repair the bytes arrive once."""
+    async with open_lab(gateway=gateway, alien_neighbour=False) as lab:
+        iut, tst = await _kernel_pair(lab, ipv)
+        sender, receiver = (iut, tst) if direction is Direction.IUT_TO_TST else (tst, iut)
+        data = bytes(i % 251 for i in range(1000))  # one segment: its retransmission is all that recovers
+        await lab.break_path(direction)
+        assert lab.broken == {direction}
+        await sender.send(data)
+        info = await wait_tcp_info(sender, lambda i: i.total_retrans >= 2, timeout=10, what="two retransmits")
+        assert info.unacked >= 1
+        assert _queued(receiver) == 0  # nothing got through
+        await lab.repair_path(direction)
+        assert lab.broken == frozenset()
+        assert await _recv_exactly(receiver, len(data)) == data
+        info = await wait_tcp_info(sender, lambda i: i.unacked == 0, timeout=10, what="data acknowledged")
+        assert info.total_retrans >= 2 and info.state is TcpState.ESTABLISHED
+        assert _queued(receiver) == 0  # once, and nothing else
+
+
+async def _entries(
+    lab: lab_module.Lab, host: lab_module.Host, addrs: list
+) -> dict[str, tuple[str | None, int]]:
+    table = {ipaddress.ip_address(ip): (mac, state) for ip, mac, state in await lab.neighbours(host)}
+    return {str(a): table.get(a, (None, 0)) for a in addrs}
+
+
+@pytest.mark.parametrize("gateway", [False, True], ids=["two-host", "gateway"])
+async def test_repair_puts_back_the_alien_mac_not_the_testers(gateway: bool) -> None:
+    """The emulated tester's lab: break points the entries (IPv4 and IPv6) at the black
+    hole; repair puts back the alien MAC, never the tester interface's own."""
+    async with open_lab(gateway=gateway) as lab:
+        holder = lab.gw_tst if lab.gw_tst is not None else lab.iut
+        addrs = [lab.tst.ip, lab.tst.ip6]
+        permanent = net.NUD_PERMANENT
+        before = await _entries(lab, holder, addrs)
+        assert before == {str(a): (lab.alien_mac, permanent) for a in addrs}
+        await lab.break_path(Direction.IUT_TO_TST)
+        assert await _entries(lab, holder, addrs) == {str(a): (lab.blackhole_mac, permanent) for a in addrs}
+        await lab.break_path(Direction.IUT_TO_TST)  # twice: still the entries from before the first
+        await lab.repair_path(Direction.IUT_TO_TST)
+        assert await _entries(lab, holder, addrs) == before
+
+
+@pytest.mark.parametrize("gateway", [False, True], ids=["two-host", "gateway"])
+async def test_repair_puts_back_learnt_and_missing_entries(gateway: bool) -> None:
+    """A kernel tester's lab: entries the kernel learnt come back with their MAC
+    (left for the kernel to confirm), entries that did not exist are removed again."""
+    async with open_lab(gateway=gateway, alien_neighbour=False) as lab:
+        iut, _ = await _kernel_pair(lab, 4)  # the IPv4 entries are learnt, the IPv6 ones not
+        for direction in Direction:
+            holder = lab._path_entry(direction)[0]
+            dest = lab._path_entry(direction)[1]
+            before = await _entries(lab, holder, [dest.ip, dest.ip6])
+            assert before[str(dest.ip)][0] == dest.mac
+            assert before[str(dest.ip6)] == (None, 0)
+            await lab.break_path(direction)
+            during = await _entries(lab, holder, [dest.ip, dest.ip6])
+            assert {mac for mac, _ in during.values()} == {lab.blackhole_mac}
+            await lab.repair_path(direction)
+            after = await _entries(lab, holder, [dest.ip, dest.ip6])
+            assert after[str(dest.ip)][0] == dest.mac
+            assert not after[str(dest.ip)][1] & net.NUD_PERMANENT  # the kernel's entry again, not ours
+            assert after[str(dest.ip6)] == (None, 0)
+        await iut.send(b"after both repairs")  # and the path works
+        await wait_tcp_info(iut, lambda i: i.unacked == 0, timeout=10, what="data acknowledged")
+
+
+async def test_blackhole_mac_is_nobodys() -> None:
+    async with open_lab(gateway=True) as lab:
+        macs = {h.mac for h in (lab.iut, lab.tst, lab.gw_iut, lab.gw_tst) if h is not None}
+        assert lab.blackhole_mac != lab.alien_mac
+        assert lab.blackhole_mac not in macs
+        first = int(lab.blackhole_mac.split(":")[0], 16)
+        assert first & 0x02 and not first & 0x01  # locally administered, unicast
+
+
+async def test_break_path_refuses_what_is_not_a_direction() -> None:
+    async with open_lab() as lab:
+        with pytest.raises(
+            UsageError, match=r"direction must be a Direction or one of 'iut->tst', 'tst->iut', got 'up'"
+        ):
+            await lab.break_path("up")
+        with pytest.raises(UsageError, match="got 'sideways'"):
+            await lab.repair_path("sideways")
+        await lab.break_path("iut->tst")
+        with pytest.raises(UsageError, match=r"use_kernel_tester: the path iut->tst is broken"):
+            await lab.use_kernel_tester()
+        await lab.repair_path("iut->tst")
+
+
+async def test_repair_of_an_unbroken_path_is_deprecated_and_hands_it_to_the_kernel() -> None:
+    async with open_lab() as lab:
+        with pytest.warns(DeprecationWarning, match="not broken"):
+            await lab.repair_path(Direction.IUT_TO_TST)
+        assert (str(lab.tst.ip), lab.tst.mac, net.NUD_PERMANENT) in await lab.neighbours(lab.iut)
+        await lab.add_alien_neighbour()
+        assert (str(lab.tst.ip), lab.alien_mac, net.NUD_PERMANENT) in await lab.neighbours(lab.iut)
+        await lab.use_kernel_tester()
+        assert (str(lab.tst.ip), lab.tst.mac, net.NUD_PERMANENT) in await lab.neighbours(lab.iut)
