@@ -26,13 +26,14 @@ import socket
 import tempfile
 import textwrap
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import trio
 
+from .. import _engine
 from .. import lab as lab_mod
 from .._engine import Connection, Engine, open_engine
 from .._errors import TcpemuError, UsageError
@@ -698,7 +699,9 @@ async def run_script(
         return Result(path, "SKIP", "unsupported: system calls without a syscall handler (--link)")
     rng = random.Random(seed)
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="tcpemu-packetdrill-"))
-    capture = workdir / (pathlib.Path(path).stem + ".pcapng")
+    capture: pathlib.Path | None = workdir / (pathlib.Path(path).stem + ".pcapng")
+    if artifacts is None and _engine.CAPTURE_DIR is not None:
+        capture = None  # under pytest: the plugin names the capture and attaches it to a failure
     result: Result
     run: _Run | None = None
     try:
@@ -728,7 +731,7 @@ async def run_script(
     if result.verdict == "FAIL" and artifacts is not None:
         keep = pathlib.Path(artifacts)
         keep.mkdir(parents=True, exist_ok=True)
-        if capture.exists():
+        if capture is not None and capture.exists():
             dest = keep / capture.name
             shutil.move(str(capture), dest)
             result.capture = str(dest)
@@ -741,7 +744,7 @@ async def _open_target(
     stack: AsyncExitStack,
     target: LabTarget | LinkTarget,
     v6: bool,
-    capture: pathlib.Path,
+    capture: pathlib.Path | None,
     flags: Mapping[str, str],
     rng: random.Random,
 ) -> _Setup:
@@ -773,8 +776,9 @@ async def _open_target(
     refused = await trio.to_thread.run_sync(_pin_sysctls, lab.iut.netns, values)
     if refused:
         log.debug("sysctls the IUT namespace refused: %s", "; ".join(refused))
-    if "mtu" in flags:
-        mtu = int(flags["mtu"])
+    # packetdrill gives IPv6 runs 20 bytes more MTU, so that a script's MSS is the same over both
+    mtu = int(flags.get("mtu", 1500)) + (20 if v6 else 0)
+    if mtu != 1500:
         for host_ in (lab.iut, lab.tst):
             await trio.run_process(["ip", "-n", host_.netns, "link", "set", host_.ifname, "mtu", str(mtu)])
     # packetdrill's scripts name its tun device in tc and ip commands
@@ -803,9 +807,17 @@ async def _open_target(
 
 
 async def run_scripts(
-    paths: Sequence[str | os.PathLike[str]], *, jobs: int = 1, **kwargs: object
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    jobs: int = 1,
+    on_result: Callable[[Result], object] | None = None,
+    **kwargs: Any,
 ) -> list[Result]:
-    """Run scripts, ``jobs`` at a time (each in its own lab); results in the order given."""
+    """Run scripts, ``jobs`` at a time (each in its own lab); results in the order given.
+
+    ``on_result`` is called with each result as it comes (in the order given when ``jobs`` is 1).
+    Other keyword arguments go to :func:`run_script`.
+    """
     if jobs < 1:
         raise UsageError(f"jobs must be at least 1, got {jobs}")
     results: list[Result | None] = [None] * len(paths)
@@ -813,9 +825,15 @@ async def run_scripts(
 
     async def one(i: int, path: str | os.PathLike[str]) -> None:
         async with limit:
-            results[i] = await run_script(path, **kwargs)  # type: ignore[arg-type]
+            results[i] = result = await run_script(path, **kwargs)
+        if on_result is not None:
+            on_result(result)
 
-    async with trio.open_nursery() as nursery:
+    if jobs == 1:
         for i, p in enumerate(paths):
-            nursery.start_soon(one, i, p)
+            await one(i, p)
+    else:
+        async with trio.open_nursery() as nursery:
+            for i, p in enumerate(paths):
+                nursery.start_soon(one, i, p)
     return [r for r in results if r is not None]
