@@ -13,7 +13,10 @@ The kernel of the "iut" namespace is the implementation under test.  The
 emulator runs on tst0 with the tester's address and an *alien* MAC that no
 interface owns; a permanent neighbour entry on the IUT points the tester's
 address at that MAC, so the tester's own kernel never sees (or resets) the
-IUT's segments.
+IUT's segments.  :meth:`Lab.break_path` cuts a direction by pointing the
+next hop's entries at a *black-hole* MAC (nobody's, the emulator's neither)
+and, where the emulator sends straight to the IUT, by cutting the engine's
+frames; :meth:`Lab.repair_path` puts back what was there.
 
 Every lab has unique namespace names that carry the creating process id,
 is removed on exit (also when the body raises), and :func:`cleanup_stale_labs`
