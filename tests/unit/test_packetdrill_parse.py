@@ -172,3 +172,46 @@ def test_inbound_ecn_mark_and_urgent_pointer():
     (event,) = parse_script("+0 < [ce] PU. 1:2(1) ack 1 win 100 urg 1").events
     assert event.action.pattern.ecn == "ce" and event.action.pattern.urgent == 1
     assert event.action.pattern.flags == TcpFlags.PSH | TcpFlags.URG | TcpFlags.ACK
+
+
+# ----------------------------------------------------- evaluating arguments
+
+
+def test_arguments_evaluate_to_values_with_packetdrills_addresses_mapped():
+    from tcpemu.packetdrill.syscalls import CONSTANTS, Evaluator
+
+    ev = Evaluator({"192.168.0.1": "198.18.0.1", "192.0.2.1": "198.18.0.2"})
+    addr = ev(parse_expression('{sa_family=AF_INET, sin_port=htons(8080), sin_addr=inet_addr("192.0.2.1")}'))
+    assert addr == {"sa_family": CONSTANTS["AF_INET"], "sin_port": 8080, "sin_addr": "198.18.0.2"}
+    assert ev(parse_expression("O_RDWR|O_NONBLOCK")) == CONSTANTS["O_RDWR"] | CONSTANTS["O_NONBLOCK"]
+    assert ev(parse_expression("[ECONNREFUSED]")) == [111] and ev(parse_expression("...")) is ...
+    assert ev.map_address("10.0.0.1") == "10.0.0.1"  # an address the script did not get from packetdrill
+    with pytest.raises(Unsupported, match="constant NO_SUCH_THING"):
+        ev(parse_expression("NO_SUCH_THING"))
+
+
+def test_filled_in_values_are_compared_field_by_field():
+    from tcpemu.packetdrill.syscalls import compare_output
+
+    assert compare_output({"tcpi_state": 1}, {"tcpi_state": 1, "tcpi_rto": 200000}, "v") == []
+    assert compare_output({"tcpi_state": 1}, {"tcpi_state": 8}, "v") == ["v.tcpi_state: expected 1, got 8"]
+    assert compare_output([{"fd": 4, "revents": 1}], [{"fd": 4, "revents": 5}], "poll") == [
+        "poll[0].revents: expected 1, got 5"
+    ]
+    assert compare_output([1], [0], "opt") == ["opt[0]: expected 1, got 0"]
+    assert compare_output(..., 7, "x") == []
+
+
+def test_a_handler_without_the_method_means_unsupported():
+    from tcpemu.packetdrill.syscalls import invoke
+
+    (event,) = parse_script("0 listen(3, 1) = 0").events
+    with pytest.raises(Unsupported, match=r"listen\(\) \(the syscall handler has no such method\)"):
+        invoke(object(), event.action, [3, 1])
+
+    class Recorder:
+        def socket(self, *args, expected_fd):
+            return (args, expected_fd)
+
+    (event,) = parse_script("0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 5").events
+    assert invoke(Recorder(), event.action, [..., 1, 6])() == ((..., 1, 6), 5)
