@@ -17,16 +17,36 @@ and out-of-order data is kept and reassembled.
 
 from __future__ import annotations
 
-import enum
-import functools
 import logging
-import struct
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Final, NamedTuple
+from typing import Final
 
-from ._errors import UsageError, WouldBlock
-from .wire import FLAGS, OptionKind, Segment, TcpFlags, TcpOption, find_option
+from ._checks import _check_options, _check_port, _check_seq, _check_time, _check_uint, check_rto
+from ._errors import UsageError
+from ._message import ConnectionStatistics, CoreEvent, Message, SegmentKind, _Counters
+from ._options import (
+    _OptionsMixin,
+)
+from ._receive_buffer import _OutOfOrder, _ReceiveBufferMixin
+from ._retransmit import _RetransmitMixin
+from ._state import (
+    AUTO,
+    CLIENT,
+    DEFAULT_MSS,
+    DEFAULT_WINDOW,
+    QUIET,
+    SEQ_MOD,
+    SERVER,
+    TRANSITIONS,
+    Auto,
+    Mode,
+    Quiet,
+    StateEvent,
+    TcpState,
+    seq_add,
+    seq_diff,
+)
+from .wire import FLAGS, Segment, TcpFlags, TcpOption
 
 __all__ = [
     "TcpState",
@@ -52,278 +72,8 @@ __all__ = [
 
 log = logging.getLogger("tcpemu.core")
 
-SEQ_MOD: Final = 1 << 32
-DEFAULT_WINDOW: Final = 65535
-DEFAULT_MSS: Final = 1460
 
-
-def seq_add(a: int, b: int) -> int:
-    return (a + b) % SEQ_MOD
-
-
-def seq_diff(a: int, b: int) -> int:
-    """a - b in sequence space, as a signed 32-bit number."""
-    d = (a - b) % SEQ_MOD
-    return d - SEQ_MOD if d >= 1 << 31 else d
-
-
-class TcpState(enum.Enum):
-    """The eleven TCP states, with RFC 9293 names (values are the RFC spelling)."""
-
-    CLOSED = "CLOSED"
-    LISTEN = "LISTEN"
-    SYN_SENT = "SYN-SENT"
-    SYN_RECEIVED = "SYN-RECEIVED"
-    ESTABLISHED = "ESTABLISHED"
-    FIN_WAIT_1 = "FIN-WAIT-1"
-    FIN_WAIT_2 = "FIN-WAIT-2"
-    CLOSE_WAIT = "CLOSE-WAIT"
-    CLOSING = "CLOSING"
-    LAST_ACK = "LAST-ACK"
-    TIME_WAIT = "TIME-WAIT"
-
-    # Members are singletons compared by identity: hash them so too.  Enum's
-    # own __hash__ is Python code, and TRANSITIONS is looked up by (state,
-    # event) for most segments.
-    __hash__ = object.__hash__
-
-    @classmethod
-    def from_linux(cls, tcpi_state: int) -> TcpState:
-        """Map Linux ``tcpi_state`` (include/net/tcp_states.h) to the RFC state."""
-        try:
-            return _LINUX_STATES[tcpi_state]
-        except KeyError:
-            raise UsageError(f"unknown Linux TCP state number {tcpi_state}") from None
-
-    @classmethod
-    def parse(cls, name: str) -> TcpState:
-        """Accept RFC ("FIN-WAIT-1"), enum ("FIN_WAIT_1") and Linux ("FIN_WAIT1", "SYN_RECV") spellings."""
-        key = name.strip().upper().replace("-", "_")
-        key = _ALIASES.get(key, key)
-        try:
-            return cls[key]
-        except KeyError:
-            raise UsageError(
-                f"unknown TCP state {name!r}; expected one of {', '.join(s.name for s in cls)}"
-            ) from None
-
-
-_LINUX_STATES: Final = {
-    1: TcpState.ESTABLISHED,
-    2: TcpState.SYN_SENT,
-    3: TcpState.SYN_RECEIVED,
-    4: TcpState.FIN_WAIT_1,
-    5: TcpState.FIN_WAIT_2,
-    6: TcpState.TIME_WAIT,
-    7: TcpState.CLOSED,
-    8: TcpState.CLOSE_WAIT,
-    9: TcpState.LAST_ACK,
-    10: TcpState.LISTEN,
-    11: TcpState.CLOSING,
-    12: TcpState.SYN_RECEIVED,  # TCP_NEW_SYN_RECV: a request sock, SYN-RECEIVED on the wire
-}
-_ALIASES: Final = {
-    "SYN_RECV": "SYN_RECEIVED",
-    "FIN_WAIT1": "FIN_WAIT_1",
-    "FIN_WAIT2": "FIN_WAIT_2",
-    "CLOSE": "CLOSED",
-}
-
-
-class StateEvent(enum.Enum):
-    """What moves the emulated endpoint between states."""
-
-    PASSIVE_OPEN = "passive open"
-    SEND_SYN = "send SYN"
-    RECV_SYN = "receive SYN"
-    SEND_SYN_ACK = "send SYN-ACK"
-    RECV_SYN_ACK = "receive SYN-ACK"
-    SEND_ACK_OF_SYN = "send ACK of SYN"
-    RECV_ACK_OF_SYN = "receive ACK of SYN"
-    SEND_FIN = "send FIN"
-    RECV_FIN = "receive FIN"
-    RECV_ACK_OF_FIN = "receive ACK of FIN"
-    SEND_RST = "send RST"
-    RECV_RST = "receive RST"
-    TIME_WAIT_DONE = "2MSL timeout"
-
-    __hash__ = object.__hash__  # as TcpState's
-
-
-S, E = TcpState, StateEvent
-TRANSITIONS: Final[dict[tuple[TcpState, StateEvent], TcpState]] = {
-    (S.CLOSED, E.PASSIVE_OPEN): S.LISTEN,
-    (S.CLOSED, E.SEND_SYN): S.SYN_SENT,
-    (S.LISTEN, E.SEND_SYN): S.SYN_SENT,
-    # The emulator answers a SYN only when the test asks (wait_open), so a
-    # received SYN is recorded and the move happens with the SYN-ACK sent.
-    (S.LISTEN, E.SEND_SYN_ACK): S.SYN_RECEIVED,
-    (S.SYN_SENT, E.RECV_SYN): S.SYN_RECEIVED,  # simultaneous open
-    (S.SYN_SENT, E.SEND_ACK_OF_SYN): S.ESTABLISHED,
-    (S.SYN_RECEIVED, E.RECV_ACK_OF_SYN): S.ESTABLISHED,
-    (S.SYN_RECEIVED, E.SEND_FIN): S.FIN_WAIT_1,
-    (S.ESTABLISHED, E.SEND_FIN): S.FIN_WAIT_1,
-    (S.ESTABLISHED, E.RECV_FIN): S.CLOSE_WAIT,
-    (S.FIN_WAIT_1, E.RECV_ACK_OF_FIN): S.FIN_WAIT_2,
-    (S.FIN_WAIT_1, E.RECV_FIN): S.CLOSING,
-    (S.FIN_WAIT_2, E.RECV_FIN): S.TIME_WAIT,
-    (S.CLOSING, E.RECV_ACK_OF_FIN): S.TIME_WAIT,
-    (S.CLOSE_WAIT, E.SEND_FIN): S.LAST_ACK,
-    (S.LAST_ACK, E.RECV_ACK_OF_FIN): S.CLOSED,
-    (S.TIME_WAIT, E.TIME_WAIT_DONE): S.CLOSED,
-}
-# A reset, sent or accepted, ends every state but CLOSED and LISTEN's wait.
-for _state in TcpState:
-    if _state is not S.CLOSED:
-        TRANSITIONS[(_state, E.SEND_RST)] = S.CLOSED
-        TRANSITIONS[(_state, E.RECV_RST)] = S.CLOSED
-del S, E, _state
-
-
-class Mode(enum.Enum):
-    """SERVER sends nothing until the peer's SYN is answered; CLIENT sends the SYN."""
-
-    SERVER = "server"
-    CLIENT = "client"
-
-
-SERVER: Final = Mode.SERVER
-CLIENT: Final = Mode.CLIENT
-
-
-class Auto(enum.Enum):
-    AUTO = "AUTO"
-
-    def __repr__(self) -> str:
-        return "tcpemu.AUTO"
-
-
-class Quiet(enum.Enum):
-    QUIET = "QUIET"
-
-    def __repr__(self) -> str:
-        return "tcpemu.QUIET"
-
-
-AUTO: Final = Auto.AUTO
-"""seq/ack filled from the connection's state (seq advances the send state)."""
-QUIET: Final = Quiet.QUIET
-"""seq/ack left unfilled: the field is 0 (and for ack, the ACK flag is off)."""
-
-
-class SegmentKind(enum.Enum):
-    """How a received segment relates to what was received before."""
-
-    EXPECTED = "expected"
-    """Starts at next_ackn (or is the peer's first SYN): it moved the receive state."""
-    RETRANSMIT = "retransmit"
-    """Starts before next_ackn: its sequence number was seen already."""
-    OUT_OF_ORDER = "out-of-order"
-    """Starts after next_ackn: a gap lies before it; its data is kept for reassembly."""
-    UNEXPECTED = "unexpected"
-    """No SYN from the peer seen yet, or a SYN with another ISN."""
-
-
-class Message(NamedTuple):
-    """One segment received from the peer, as the test sees it (immutable)."""
-
-    seq: int
-    ack: int
-    flags: TcpFlags
-    window: int
-    """The window field as on the wire."""
-    options: tuple[TcpOption, ...]
-    payload: bytes
-    kind: SegmentKind
-    time: float
-    urgent: int = 0
-    scaled_window: int | None = None
-    """The window in bytes, the peer's window scale applied (None: the same as ``window``)."""
-
-    @property
-    def window_bytes(self) -> int:
-        return self.window if self.scaled_window is None else self.scaled_window
-
-    @property
-    def retransmit(self) -> bool:
-        return self.kind is SegmentKind.RETRANSMIT
-
-    @property
-    def seq_len(self) -> int:
-        f = int(self.flags)
-        return len(self.payload) + ((f >> 1) & 1) + (f & 1)
-
-    @property
-    def mss(self) -> int | None:
-        return self._option_value(OptionKind.MSS)  # type: ignore[return-value]
-
-    @property
-    def timestamps(self) -> tuple[int, int] | None:
-        return self._option_value(OptionKind.TIMESTAMP)  # type: ignore[return-value]
-
-    @property
-    def sack_blocks(self) -> list[tuple[int, int]]:
-        value = self._option_value(OptionKind.SACK)
-        return value if isinstance(value, list) else []
-
-    def option(self, kind: int) -> TcpOption | None:
-        """The first option of ``kind``, or None."""
-        return find_option(self.options, kind)
-
-    def _option_value(self, kind: int) -> object | None:
-        opt = self.option(kind)
-        return None if opt is None else opt.value()
-
-
-class CoreEvent(NamedTuple):
-    """Something the core did that a caller may want to say (trace, log): pulled
-    with :meth:`ConnectionCore.pop_events`, never called back."""
-
-    kind: str
-    """"state", "rst-accepted", "rst-ignored", "queue-full" or "retransmit"."""
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionStatistics:
-    """Counters of one emulated connection."""
-
-    state: TcpState
-    segments_received: int
-    segments_sent: int
-    retransmits_seen: int
-    out_of_order_seen: int
-    unexpected_seen: int
-    queued_messages: int
-    queue_overflows: int
-    stream_overflow_bytes: int
-    rst_ignored: int
-    retransmits_sent: int
-    """Segments the reliable mode sent again after its retransmission timeout."""
-
-
-@dataclass(slots=True)
-class _Counters:
-    segments_received: int = 0
-    segments_sent: int = 0
-    retransmits_seen: int = 0
-    out_of_order_seen: int = 0
-    unexpected_seen: int = 0
-    queue_overflows: int = 0
-    stream_overflow_bytes: int = 0
-    rst_ignored: int = 0
-    retransmits_sent: int = 0
-
-
-@dataclass(slots=True)
-class _OutOfOrder:
-    """Out-of-order data kept until the gap before it fills: seq -> (payload, fin)."""
-
-    pieces: dict[int, tuple[bytes, bool]] = field(default_factory=dict)
-    size: int = 0
-
-
-class ConnectionCore:
+class ConnectionCore(_OptionsMixin, _RetransmitMixin, _ReceiveBufferMixin):
     """One emulated TCP endpoint.
 
     ``isn`` is the initial send sequence number (the caller draws it from an
@@ -762,39 +512,6 @@ class ConnectionCore:
             self.fin_got = True
             self._apply(StateEvent.RECV_FIN)
 
-    def _store_out_of_order(self, seg: Segment) -> None:
-        ooo = self._ooo
-        old = ooo.pieces.get(seg.seq)
-        grow = len(seg.payload) - (len(old[0]) if old else 0)
-        if grow <= 0 and not (int(seg.flags) & _F_FIN and old and not old[1]):
-            return
-        if ooo.size + max(grow, 0) > self.max_out_of_order:
-            self._counters.stream_overflow_bytes += len(seg.payload)
-            log.warning("port %d: out-of-order store full, seq=%d not kept", self.src_port, seg.seq)
-            return
-        ooo.size += max(grow, 0)
-        ooo.pieces[seg.seq] = (seg.payload, bool(int(seg.flags) & _F_FIN))
-
-    def _drain_out_of_order(self) -> None:
-        """Move stored pieces that now touch next_ackn into the stream."""
-        ooo = self._ooo
-        progressed = True
-        while progressed and ooo.pieces and self.rcv_nxt is not None and not self.fin_got:
-            progressed = False
-            for seq in list(ooo.pieces):
-                payload, fin = ooo.pieces[seq]
-                d = seq_diff(seq, self.rcv_nxt)
-                if d > 0:
-                    continue
-                del ooo.pieces[seq]
-                ooo.size -= len(payload)
-                if d + len(payload) + fin > 0:
-                    # the first -d bytes overlap what is already in order
-                    self._take_data(payload[-d:], fin)
-                    progressed = True
-                    if self.fin_got:
-                        break
-
     def _take_ack(self, ack: int) -> None:
         self.last_ackn_got = ack
         if not self.syn_sent:
@@ -839,89 +556,10 @@ class ConnectionCore:
             self.events.append(CoreEvent("rst-ignored", f"RST seq={seg.seq} ignored: {why}"))
             log.debug("port %d: RST seq=%d ignored: %s", self.src_port, seg.seq, why)
 
-    # ------------------------------------------------------------- the queue
-
-    def pending(self) -> int:
-        return len(self._queue)
-
-    def peek_message(self, *, skip_retransmits: bool = False) -> Message | None:
-        for msg in self._queue:
-            if not (skip_retransmits and msg.kind is _RETRANSMIT):
-                return msg
-        return None
-
-    def peek_expected(self) -> Message | None:
-        for msg in self._queue:
-            if msg.kind is _EXPECTED:
-                return msg
-        return None
-
-    def discard_handshake(self) -> int:
-        """Drop queued SYNs and pure ACKs: what the handshake consumed.  Returns how many."""
-        keep = deque(
-            m
-            for m in self._queue
-            if not (int(m.flags) & _F_SYN or (not m.payload and int(m.flags) & _HANDSHAKE_ONLY == _F_ACK))
-        )
-        dropped = len(self._queue) - len(keep)
-        self._queue = keep
-        return dropped
-
-    def pop_message_nowait(self, *, skip_retransmits: bool = False) -> Message:
-        """The oldest queued message (retransmits dropped first if asked); WouldBlock if none."""
-        q = self._queue
-        while q:
-            msg = q.popleft()
-            if skip_retransmits and msg.kind is _RETRANSMIT:
-                continue
-            self._consume(msg)
-            return msg
-        raise WouldBlock("no message queued")
-
-    def _consume(self, msg: Message) -> None:
-        """A message read by itself also reads its in-order bytes from the stream."""
-        if not msg.payload or self._read_seq is None:
-            return
-        d = seq_diff(msg.seq + (1 if int(msg.flags) & _F_SYN else 0), self._read_seq)
-        end = d + len(msg.payload)
-        if d <= 0 < end:
-            n = min(end, len(self._stream))
-            del self._stream[:n]
-            self._read_seq = seq_add(self._read_seq, n)
-
-    def unread(self, data: bytes) -> None:
-        """Put ``data`` (just taken with :meth:`read_stream`) back at the front of the
-        unread stream: a reader that was cancelled loses nothing."""
-        if data:
-            self._stream[:0] = data
-            if self._read_seq is not None:
-                self._read_seq = seq_add(self._read_seq, -len(data))
-
     def set_window(self, window: int) -> None:
         """The window we advertise from now on, in bytes (scaled on the wire once agreed)."""
         _check_uint("window", window, 0xFFFF << (self.wscale or 0))
         self.window = window
-
-    def read_bytes(self, n: int) -> bytes:
-        """The first ``n`` unread in-order bytes (fewer if fewer are there); queued
-        messages stay (they are read with the stream only by :meth:`read_stream`)."""
-        data = bytes(self._stream[:n])
-        del self._stream[:n]
-        if self._read_seq is not None:
-            self._read_seq = seq_add(self._read_seq, len(data))
-        return data
-
-    def read_stream(self) -> bytes:
-        """All in-order payload not read yet; the message queue is emptied with it."""
-        data = bytes(self._stream)
-        self._stream.clear()
-        if self._read_seq is not None:
-            self._read_seq = seq_add(self._read_seq, len(data))
-        self._queue.clear()
-        return data
-
-    def stream_available(self) -> int:
-        return len(self._stream)
 
     # --------------------------------------------------------------- sending
 
@@ -1022,164 +660,6 @@ class ConnectionCore:
             if self._rto_deadline is None:
                 self._rto_deadline = now + self.rto * self._backoff
         return seg
-
-    # ----------------------------------------------------------------- options
-
-    @property
-    def snd_wscale(self) -> int:
-        """The shift applied to windows the peer sends (0 unless both SYNs had WS)."""
-        if self.peer_wscale is None or self.wscale is None or not self._our_syn_offers_ws:
-            return 0
-        return min(self.peer_wscale, 14)
-
-    @property
-    def rcv_wscale(self) -> int:
-        """The shift applied to windows we send (0 unless both SYNs had WS)."""
-        if self.peer_wscale is None or self.wscale is None or not self._our_syn_offers_ws:
-            return 0
-        return self.wscale
-
-    @property
-    def sack_ok(self) -> bool:
-        """Both SYNs carried SACK-permitted."""
-        return self.sack and self.peer_sack_permitted and self.syn_sent
-
-    @property
-    def _our_syn_offers_ws(self) -> bool:
-        return self.syn_sent
-
-    def _take_syn_options(self, options: tuple[TcpOption, ...]) -> None:
-        for opt in options:
-            kind, data = opt.kind, opt.data
-            if kind == _K_MSS and len(data) == 2:
-                self.peer_mss = int.from_bytes(data, "big")
-            elif kind == _K_WSCALE and len(data) == 1:
-                self.peer_wscale = data[0]
-            elif kind == _K_SACK_PERMITTED:
-                self.peer_sack_permitted = True
-            elif kind == _K_TIMESTAMP and len(data) == 8:
-                self.peer_ts = True
-
-    def _take_timestamps(self, options: tuple[TcpOption, ...], kind: SegmentKind) -> None:
-        for opt_kind, data in options:  # unpacked: quicker than the NamedTuple's properties
-            if opt_kind == _K_TIMESTAMP and len(data) == 8:
-                tsval, tsecr = _TS.unpack(data)
-                self.last_tsval_got, self.last_tsecr_got = tsval, tsecr
-                # RFC 7323 4.3: TS.Recent follows segments that move the left edge
-                if kind is _EXPECTED or self.ts_recent is None:
-                    self.ts_recent = tsval
-                return
-
-    def _tsval(self, now: float) -> int:
-        """ts_start + ms since the first timestamp, never lower than a TSval sent before:
-        a clock read out of order (or a caller's older ``now``) must not make a
-        PAWS-checking peer drop our segment (RFC 7323 5.3)."""
-        if self._ts_t0 is None:
-            self._ts_t0 = now
-        tsval = (self.ts_start + int((now - self._ts_t0) * 1000)) % SEQ_MOD
-        last = self.last_tsval_sent
-        if last is not None and seq_diff(tsval, last) < 0:
-            return last
-        return tsval
-
-    def _timestamp_option(self, now: float) -> TcpOption:
-        tsval = self._tsval(now)
-        tsecr = self.ts_recent or 0
-        self.last_tsval_sent, self.last_tsecr_sent = tsval, tsecr
-        return _new_tuple(TcpOption, (_K_TIMESTAMP, _TS.pack(tsval, tsecr)))
-
-    def _syn_options(self, now: float) -> tuple[TcpOption, ...]:
-        """MSS, SACK-permitted, timestamps, window scale, as Linux orders them."""
-        opts: list[TcpOption] = []
-        if self.mss is not None:
-            opts.append(_mss_option(self.mss))
-        answering = self.syn_got  # a SYN-ACK offers only what the peer offered
-        if self.sack and (not answering or self.peer_sack_permitted):
-            opts.append(TcpOption.sack_permitted())
-        offer_ts = self.timestamps if self.timestamps is not None else answering and self.peer_ts
-        if offer_ts and (not answering or self.peer_ts):
-            opts.append(self._timestamp_option(now))
-            self.ts_enabled = True
-        if self.wscale is not None and (not answering or self.peer_wscale is not None):
-            opts += [_NOP, TcpOption.wscale(self.wscale)]
-        return tuple(opts)
-
-    def _options(self, now: float, fi: int) -> tuple[TcpOption, ...]:
-        if not (self.ts_enabled and self.peer_ts) and not self.sack_ok:
-            return ()
-        opts: list[TcpOption] = []
-        if self.ts_enabled and self.peer_ts:
-            opts += [_NOP, _NOP, self._timestamp_option(now)]
-        if self.sack_ok and fi & _F_ACK and self._ooo.pieces:
-            blocks = self.sack_blocks()[: 3 if self.ts_enabled else 4]
-            opts += [_NOP, _NOP, TcpOption.sack(blocks)]
-        return tuple(opts)
-
-    def sack_blocks(self) -> list[tuple[int, int]]:
-        """The out-of-order data held, as (left, right) edges, newest first (RFC 2018)."""
-        if self.rcv_nxt is None:
-            return []
-        ranges = sorted(
-            (seq_diff(seq, self.rcv_nxt), seq_diff(seq, self.rcv_nxt) + len(p) + fin)
-            for seq, (p, fin) in self._ooo.pieces.items()
-        )
-        merged: list[list[int]] = []
-        for a, b in ranges:
-            if merged and a <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], b)
-            else:
-                merged.append([a, b])
-        base = self.rcv_nxt
-        return [(seq_add(base, a), seq_add(base, b)) for a, b in reversed(merged)]
-
-    # ----------------------------------------------------------- reliable mode
-
-    def next_deadline(self) -> float | None:
-        """When :meth:`handle_timer` has something to do (None: nothing pending)."""
-        return self._rto_deadline if self._unacked else None
-
-    def handle_timer(self, now: float) -> list[Segment]:
-        """Retransmit the oldest unacknowledged segment if its timeout passed.
-
-        The timeout doubles with each retransmission (up to 64 times ``rto``)
-        and starts again from ``rto`` when the peer acknowledges new data.
-        """
-        deadline = self.next_deadline()
-        if deadline is None or now < deadline:
-            return []
-        old = self._unacked[0]
-        fl = int(old.flags) | (_F_ACK if self.rcv_nxt is not None else 0)
-        again = Segment(
-            old.src_port,
-            old.dst_port,
-            old.seq,
-            self.rcv_nxt or 0,
-            FLAGS[fl],
-            self.window,
-            old.urgent,
-            old.options,
-            old.payload,
-        )
-        self._record_sent(again, advance=False)
-        self._counters.retransmits_sent += 1
-        self.events.append(CoreEvent("retransmit", f"retransmission timeout: seq={old.seq} sent again"))
-        self._backoff = min(self._backoff * 2, 64)
-        self._rto_deadline = now + self.rto * self._backoff
-        log.debug(
-            "port %d: retransmit seq=%d len=%d (backoff x%d)",
-            self.src_port,
-            old.seq,
-            old.seq_len,
-            self._backoff,
-        )
-        return [again]
-
-    def _acked_up_to(self, ack: int) -> None:
-        q = self._unacked
-        while isinstance(q, deque) and q and seq_diff(seq_add(q[0].seq, q[0].seq_len), ack) <= 0:
-            q.popleft()
-        self._backoff = 1
-        self._rto_deadline = self._now + self.rto if q else None
 
     def is_probe(self, msg: Message) -> bool:
         """A keepalive or zero-window probe: at most one byte at next_ackn - 1, no SYN/FIN/RST
@@ -1289,14 +769,6 @@ class ConnectionCore:
         )
 
 
-# option kinds as plain ints: looking up an enum member costs more than the compare
-_K_MSS: Final = int(OptionKind.MSS)
-_K_WSCALE: Final = int(OptionKind.WSCALE)
-_K_SACK_PERMITTED: Final = int(OptionKind.SACK_PERMITTED)
-_K_TIMESTAMP: Final = int(OptionKind.TIMESTAMP)
-_NOP: Final = TcpOption(int(OptionKind.NOP))
-_TS: Final = struct.Struct("!II")
-
 _new_tuple: Final = tuple.__new__
 # Module globals for the members the per-segment path tests: a global costs a
 # tenth of looking a member up on its enum class.
@@ -1312,53 +784,8 @@ _F_RST: Final = 0x04
 _F_PSH: Final = 0x08
 _F_ACK: Final = 0x10
 _SYN_FIN_RST: Final = _F_SYN | _F_FIN | _F_RST
-_HANDSHAKE_ONLY: Final = _F_ACK | _F_FIN | _F_RST | _F_SYN | int(TcpFlags.URG)
-
-
-@functools.lru_cache(maxsize=64)
-def _mss_option(mss: int) -> TcpOption:
-    """One option object per MSS value: every SYN-ACK of a listener carries the same."""
-    return TcpOption.mss(mss)
 
 
 def _worth_logging(count: int) -> bool:
     """Log the 1st, 2nd, 4th, 8th ... occurrence: every overflow is counted, the log is not flooded."""
     return count & (count - 1) == 0
-
-
-def _check_port(what: str, port: int) -> None:
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port <= 0xFFFF:
-        raise UsageError(f"{what} must be an int 1..65535, got {port!r}")
-
-
-def _check_uint(what: str, value: object, top: int) -> None:
-    """An int (not a bool) in 0..top, else UsageError naming it."""
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
-        raise UsageError(f"{what} must be an int 0..{top}, got {value!r}")
-
-
-def check_rto(rto: object) -> None:
-    """A retransmission timeout: a finite number of seconds > 0."""
-    if not isinstance(rto, (int, float)) or isinstance(rto, bool) or not 0 < rto < float("inf"):
-        raise UsageError(f"rto must be a number of seconds > 0, got {rto!r}")
-
-
-def _check_time(now: object) -> None:
-    if not isinstance(now, (int, float)) or isinstance(now, bool) or now != now:
-        raise UsageError(f"now must be a number of seconds (the caller's clock), got {now!r}")
-
-
-def _check_options(options: object) -> tuple[TcpOption, ...]:
-    if not isinstance(options, (list, tuple)) or not all(isinstance(o, TcpOption) for o in options):
-        raise UsageError(
-            "options must be a list of tcpemu.TcpOption (raw bytes: conn.segment(options=...)), "
-            f"got {options!r}"
-        )
-    return tuple(options)
-
-
-def _check_seq(what: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < SEQ_MOD:
-        raise UsageError(
-            f"{what} must be a 32-bit sequence number (0..2**32-1), AUTO or QUIET, got {value!r}"
-        )

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from ._errors import TcpemuError
 from ._netns import run_in_netns
-from .core import TcpState
+from ._state import TcpState
+from .tcpinfo import state_from_linux
 from .wire import IPAddress
 
 __all__ = ["DiagSocket", "tcp_sockets", "find_tcp_socket"]
@@ -76,7 +77,7 @@ def _dump(family: int, states: int) -> list[DiagSocket]:
                 *_, inode = _MSG_TAIL.unpack_from(data, body + 4 + 48)
                 out.append(
                     DiagSocket(
-                        state=TcpState.from_linux(state),
+                        state=state_from_linux(state),
                         linux_state=state,
                         local=(ipaddress.ip_address(src[:addr_len]), sport),
                         remote=(ipaddress.ip_address(dst[:addr_len]), dport),

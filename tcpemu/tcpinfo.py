@@ -15,10 +15,35 @@ from typing import Protocol
 
 import trio
 
-from ._errors import TcpemuTimeoutError
-from .core import TcpState
+from ._errors import TcpemuTimeoutError, UsageError
+from ._state import TcpState
 
-__all__ = ["TcpInfo", "tcp_info", "tcp_state", "wait_tcp_state", "wait_tcp_info"]
+__all__ = ["TcpInfo", "tcp_info", "tcp_state", "state_from_linux", "wait_tcp_state", "wait_tcp_info"]
+
+# Linux's state numbers (include/net/tcp_states.h), as tcpi_state and sock_diag give them
+_LINUX_STATES: dict[int, TcpState] = {
+    1: TcpState.ESTABLISHED,
+    2: TcpState.SYN_SENT,
+    3: TcpState.SYN_RECEIVED,
+    4: TcpState.FIN_WAIT_1,
+    5: TcpState.FIN_WAIT_2,
+    6: TcpState.TIME_WAIT,
+    7: TcpState.CLOSED,
+    8: TcpState.CLOSE_WAIT,
+    9: TcpState.LAST_ACK,
+    10: TcpState.LISTEN,
+    11: TcpState.CLOSING,
+    12: TcpState.SYN_RECEIVED,  # TCP_NEW_SYN_RECV: a request sock, SYN-RECEIVED on the wire
+}
+
+
+def state_from_linux(tcpi_state: int) -> TcpState:
+    """Map Linux ``tcpi_state`` to the RFC state (TCP_NEW_SYN_RECV reads as SYN-RECEIVED)."""
+    try:
+        return _LINUX_STATES[tcpi_state]
+    except KeyError:
+        raise UsageError(f"unknown Linux TCP state number {tcpi_state}") from None
+
 
 # struct tcp_info (include/uapi/linux/tcp.h): 8 one-byte fields, then u32s
 # from tcpi_rto to tcpi_total_retrans.
@@ -82,7 +107,7 @@ def tcp_info(sock: _HasGetsockopt) -> TcpInfo:
     v = _TCP_INFO.unpack_from(raw)
     state, ca_state, retransmits, probes, backoff, options, wscale, _ = v[:8]
     return TcpInfo(
-        TcpState.from_linux(state),
+        state_from_linux(state),
         state,
         ca_state,
         retransmits,

@@ -1,0 +1,116 @@
+"""What the core hands its caller: received segments as messages, its events and counters."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from ._state import TcpState
+from .wire import OptionKind, TcpFlags, TcpOption, find_option
+
+__all__ = ["SegmentKind", "Message", "CoreEvent", "ConnectionStatistics"]
+
+
+class SegmentKind(enum.Enum):
+    """How a received segment relates to what was received before."""
+
+    EXPECTED = "expected"
+    """Starts at next_ackn (or is the peer's first SYN): it moved the receive state."""
+    RETRANSMIT = "retransmit"
+    """Starts before next_ackn: its sequence number was seen already."""
+    OUT_OF_ORDER = "out-of-order"
+    """Starts after next_ackn: a gap lies before it; its data is kept for reassembly."""
+    UNEXPECTED = "unexpected"
+    """No SYN from the peer seen yet, or a SYN with another ISN."""
+
+
+class Message(NamedTuple):
+    """One segment received from the peer, as the test sees it (immutable)."""
+
+    seq: int
+    ack: int
+    flags: TcpFlags
+    window: int
+    """The window field as on the wire."""
+    options: tuple[TcpOption, ...]
+    payload: bytes
+    kind: SegmentKind
+    time: float
+    urgent: int = 0
+    scaled_window: int | None = None
+    """The window in bytes, the peer's window scale applied (None: the same as ``window``)."""
+
+    @property
+    def window_bytes(self) -> int:
+        return self.window if self.scaled_window is None else self.scaled_window
+
+    @property
+    def retransmit(self) -> bool:
+        return self.kind is SegmentKind.RETRANSMIT
+
+    @property
+    def seq_len(self) -> int:
+        f = int(self.flags)
+        return len(self.payload) + ((f >> 1) & 1) + (f & 1)
+
+    @property
+    def mss(self) -> int | None:
+        return self._option_value(OptionKind.MSS)  # type: ignore[return-value]
+
+    @property
+    def timestamps(self) -> tuple[int, int] | None:
+        return self._option_value(OptionKind.TIMESTAMP)  # type: ignore[return-value]
+
+    @property
+    def sack_blocks(self) -> list[tuple[int, int]]:
+        value = self._option_value(OptionKind.SACK)
+        return value if isinstance(value, list) else []
+
+    def option(self, kind: int) -> TcpOption | None:
+        """The first option of ``kind``, or None."""
+        return find_option(self.options, kind)
+
+    def _option_value(self, kind: int) -> object | None:
+        opt = self.option(kind)
+        return None if opt is None else opt.value()
+
+
+class CoreEvent(NamedTuple):
+    """Something the core did that a caller may want to say (trace, log): pulled
+    with :meth:`ConnectionCore.pop_events`, never called back."""
+
+    kind: str
+    """"state", "rst-accepted", "rst-ignored", "queue-full" or "retransmit"."""
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStatistics:
+    """Counters of one emulated connection."""
+
+    state: TcpState
+    segments_received: int
+    segments_sent: int
+    retransmits_seen: int
+    out_of_order_seen: int
+    unexpected_seen: int
+    queued_messages: int
+    queue_overflows: int
+    stream_overflow_bytes: int
+    rst_ignored: int
+    retransmits_sent: int
+    """Segments the reliable mode sent again after its retransmission timeout."""
+
+
+@dataclass(slots=True)
+class _Counters:
+    segments_received: int = 0
+    segments_sent: int = 0
+    retransmits_seen: int = 0
+    out_of_order_seen: int = 0
+    unexpected_seen: int = 0
+    queue_overflows: int = 0
+    stream_overflow_bytes: int = 0
+    rst_ignored: int = 0
+    retransmits_sent: int = 0
