@@ -252,7 +252,6 @@ class Connection:
         self._changed = trio.Event()
         self._closed = False
         self._last_msg: Message | None = None
-        self._simopen_answered = False
         self._listener: Listener | None = None
         self._key: tuple[dict[bytes, Connection], bytes] | None = None
         self._resolve_first = False
@@ -508,24 +507,10 @@ class Connection:
 
         def step() -> bool | None:
             self._check_rst(what)
-            if core.state is TcpState.ESTABLISHED or core.state in _AFTER_OPEN:
-                return True
-            if core.mode is Mode.SERVER and core.syn_got and not core.syn_sent:
-                self._transmit(core.syn_ack(trio.current_time()))
-            elif core.state is TcpState.SYN_SENT and core.syn_ack_got:
-                self._transmit(core.ack_now(trio.current_time()))
-                return True
-            elif (
-                core.state is TcpState.SYN_RECEIVED
-                and core.mode is Mode.CLIENT
-                and not self._simopen_answered
-            ):
-                # simultaneous open: answer the peer's SYN with SYN|ACK on our ISN
-                self._simopen_answered = True
-                self._transmit(
-                    core.send(seq=core.iss, flags=TcpFlags.SYN | TcpFlags.ACK, now=trio.current_time())
-                )
-            return None
+            answer, opened = core.handshake(trio.current_time())
+            if answer is not None:
+                self._transmit(answer)
+            return True if opened else None
 
         waiting = "the peer's SYN" if core.mode is Mode.SERVER else "the peer's SYN-ACK"
         await self._wait(f"{what} (waiting for {waiting}, then its ACK)", timeout, step, deadline)
@@ -1146,10 +1131,10 @@ class Listener:
             else:
                 self._wake()  # accept() hands it out unanswered
                 return
-        if core.state is TcpState.ESTABLISHED or core.rst_got or core.state is TcpState.CLOSED:
+        if core.opened or core.rst_got or core.state is TcpState.CLOSED:
             self._handshaking.discard(conn)
             conn._listener = None
-            if core.state is TcpState.ESTABLISHED or core.state in _AFTER_OPEN:
+            if core.opened:
                 core.discard_handshake()
                 self._ready.append(conn)
                 self._wake()

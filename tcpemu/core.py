@@ -86,14 +86,13 @@ class ConnectionCore(_OptionsMixin, _RetransmitMixin, _ReceiveBufferMixin):
     # quicker on the per-segment path.  _setup assigns every one.
     __slots__ = (
         "_backoff", "_counters", "_dupack_due", "_now", "_ooo", "_queue", "_read_seq", "_rto_deadline",
-        "_stream", "_ts_t0", "_unacked", "dst_port", "events", "fin_got", "fin_seq", "irs", "iss",
-        "last_ackn_got",
-        "last_ackn_sent", "last_event", "last_seqn_got", "last_seqn_sent", "last_tsecr_got",
-        "last_tsecr_sent", "last_tsval_got", "last_tsval_sent", "last_win_got", "max_out_of_order",
-        "max_queue", "max_stream", "mode", "mss", "peer_mss", "peer_sack_permitted", "peer_ts",
-        "peer_wscale", "rcv_nxt", "reliable", "rst_got", "rto", "sack", "snd_nxt", "snd_una", "src_port",
-        "state", "syn_ack_got", "syn_got", "syn_sent", "timestamps", "ts_enabled", "ts_recent",
-        "ts_start", "window", "wscale",
+        "_simopen_answered", "_stream", "_ts_t0", "_unacked", "dst_port", "events", "fin_got",
+        "fin_seq", "irs", "iss", "last_ackn_got", "last_ackn_sent", "last_event", "last_seqn_got",
+        "last_seqn_sent", "last_tsecr_got", "last_tsecr_sent", "last_tsval_got", "last_tsval_sent",
+        "last_win_got", "max_out_of_order", "max_queue", "max_stream", "mode", "mss", "peer_mss",
+        "peer_sack_permitted", "peer_ts", "peer_wscale", "rcv_nxt", "reliable", "rst_got", "rto",
+        "sack", "snd_nxt", "snd_una", "src_port", "state", "syn_ack_got", "syn_got", "syn_sent",
+        "timestamps", "ts_enabled", "ts_recent", "ts_start", "window", "wscale",
     )  # fmt: skip
 
     def __init__(
@@ -192,6 +191,7 @@ class ConnectionCore(_OptionsMixin, _RetransmitMixin, _ReceiveBufferMixin):
         self._apply(StateEvent.PASSIVE_OPEN if mode is Mode.SERVER else None)
         self.events.clear()  # being made is not news
         self._dupack_due = False
+        self._simopen_answered = False
 
         # send side
         self.iss = isn
@@ -302,6 +302,32 @@ class ConnectionCore(_OptionsMixin, _RetransmitMixin, _ReceiveBufferMixin):
         acknowledged, or a retransmitted or out-of-order segment since our last
         ACK (a duplicate ACK then: the peer may have lost ours, RFC 9293 3.10.7.4)."""
         return self.rcv_nxt is not None and (self.rcv_nxt != self.last_ackn_sent or self._dupack_due)
+
+    @property
+    def opened(self) -> bool:
+        """The handshake is over: ESTABLISHED, or a state only an open connection reaches."""
+        return self.state is _ESTABLISHED or self.state in _AFTER_OPEN
+
+    def handshake(self, now: float) -> tuple[Segment | None, bool]:
+        """The handshake's next segment of ours, if one is due now, and whether the
+        connection is open (after sending it).
+
+        SERVER: the peer's SYN gets our SYN-ACK.  CLIENT in SYN-SENT: the
+        peer's SYN-ACK (of our SYN) gets our ACK, and we are open.
+        Simultaneous open (CLIENT, the peer's bare SYN crossed ours): a
+        SYN|ACK on our ISN, once.  Nothing is due until the peer's segment
+        is here: that is how a test holds the peer in SYN-SENT.
+        """
+        if self.opened:
+            return None, True
+        if self.mode is Mode.SERVER and self.syn_got and not self.syn_sent:
+            return self.syn_ack(now), False
+        if self.state is TcpState.SYN_SENT and self.syn_ack_got:
+            return self.ack_now(now), True
+        if self.state is TcpState.SYN_RECEIVED and self.mode is Mode.CLIENT and not self._simopen_answered:
+            self._simopen_answered = True
+            return self.send(seq=self.iss, flags=_F_SYN | _F_ACK, now=now), False
+        return None, False
 
     @property
     def synchronized(self) -> bool:
@@ -773,6 +799,16 @@ _new_tuple: Final = tuple.__new__
 # Module globals for the members the per-segment path tests: a global costs a
 # tenth of looking a member up on its enum class.
 _ESTABLISHED: Final = TcpState.ESTABLISHED
+_AFTER_OPEN: Final = frozenset(
+    {
+        TcpState.FIN_WAIT_1,
+        TcpState.FIN_WAIT_2,
+        TcpState.CLOSE_WAIT,
+        TcpState.CLOSING,
+        TcpState.LAST_ACK,
+        TcpState.TIME_WAIT,
+    }
+)
 _EXPECTED: Final = SegmentKind.EXPECTED
 _UNEXPECTED: Final = SegmentKind.UNEXPECTED
 _RETRANSMIT: Final = SegmentKind.RETRANSMIT

@@ -127,6 +127,35 @@ class TestListen:
             syn_received().fork(dst_port=40000, isn=ISS)
 
 
+class TestListenHandshake:
+    """core.handshake(now): the decisions wait_open and a listener take, as data."""
+
+    def test_nothing_is_due_before_the_peer_syn(self):
+        core = listen()
+        assert core.handshake(0.0) == (None, False)
+        assert core.statistics().segments_sent == 0
+
+    def test_the_peer_syn_is_answered_with_a_syn_ack_once(self):
+        core = listen()
+        core.receive(seg(IRS, flags=S), 0.0)
+        answer, opened = core.handshake(0.5)
+        assert answer is not None and answer.flags == S | A and (answer.seq, answer.ack) == (ISS, IRS + 1)
+        assert not opened and core.state is TcpState.SYN_RECEIVED
+        assert core.handshake(0.6) == (None, False)  # the ACK of our SYN is awaited
+
+    def test_open_once_the_peer_acks(self):
+        core = syn_received()
+        core.receive(seg(IRS + 1, ISS + 1), 0.1)
+        assert core.handshake(0.2) == (None, True) and core.opened
+
+    def test_the_state_moves_are_events(self):
+        core = listen()
+        core.receive(seg(IRS, flags=S), 0.0)
+        core.handshake(0.0)
+        assert [e.text for e in core.pop_events()] == ["state LISTEN -> SYN_RECEIVED"]
+        assert core.pop_events() == []
+
+
 # ------------------------------------------------------------- SYN-SENT
 
 
@@ -172,6 +201,30 @@ class TestSynSent:
         assert not core.rst_got and core.state is TcpState.SYN_SENT
         assert core.statistics().rst_ignored == 1
 
+    def test_handshake_acks_the_syn_ack_and_opens(self):
+        core = self.client()
+        assert core.handshake(0.0) == (None, False)  # holding: no SYN-ACK yet
+        core.receive(seg(IRS, ISS + 1, S | A), 0.0)
+        answer, opened = core.handshake(0.1)
+        assert answer is not None and (answer.flags, answer.ack) == (A, IRS + 1) and opened
+        assert core.state is TcpState.ESTABLISHED
+
+    def test_handshake_answers_a_crossing_syn_once(self):
+        core = self.client()
+        core.receive(seg(IRS, flags=S), 0.0)
+        answer, opened = core.handshake(0.0)
+        assert answer is not None and (answer.flags, answer.seq) == (S | A, ISS) and not opened
+        assert core.handshake(0.1) == (None, False)
+        core.receive(seg(IRS + 1, ISS + 1), 0.1)
+        assert core.handshake(0.2) == (None, True)
+
+    def test_rst_verdicts_are_events(self):
+        core = self.client()
+        assert [e.text for e in core.pop_events()] == ["state CLOSED -> SYN_SENT"]
+        core.receive(seg(0, ISS + 5, R | A), 0.0)
+        (event,) = core.pop_events()
+        assert event.kind == "rst-ignored" and "must ACK our SYN" in event.text
+
     def test_simultaneous_open(self):
         core = self.client()
         core.receive(seg(IRS, flags=S), 0.0)
@@ -197,6 +250,34 @@ class TestSynReceived:
 
 
 # ---------------------------------------------------------- ESTABLISHED
+
+
+class TestEstablishedAcks:
+    """core.should_ack(): when a receiver owes an ACK (recv_data's rule, now the core's)."""
+
+    def test_new_data_is_owed_an_ack_until_one_is_sent(self, established):
+        assert not established.should_ack()
+        established.receive(seg(IRS + 1, ISS + 1, A | P, b"abc"), 1.0)
+        assert established.should_ack()
+        established.ack_now(1.0)
+        assert not established.should_ack()
+
+    def test_a_retransmit_or_out_of_order_segment_is_owed_a_duplicate_ack(self, established):
+        established.receive(seg(IRS + 1, ISS + 1, A | P, b"abc"), 1.0)
+        established.ack_now(1.0)
+        established.receive(seg(IRS + 1, ISS + 1, A | P, b"abc"), 1.1)  # again
+        assert established.should_ack()
+        established.ack_now(1.1)
+        established.receive(seg(IRS + 10, ISS + 1, A | P, b"later"), 1.2)  # a gap before it
+        assert established.should_ack() and established.next_ackn == IRS + 4
+
+    def test_a_probe_is_recognised_and_our_own_probe_is_one_below(self, established):
+        established.receive(seg(IRS + 1, ISS + 1, A | P, b"abc"), 1.0)
+        probe = established.receive(seg(IRS + 3, ISS + 1, A), 2.0)
+        assert probe.kind is SegmentKind.RETRANSMIT and established.is_probe(probe)
+        ours = established.window_probe(2.0)
+        assert (ours.seq, ours.flags, ours.payload) == (ISS, A, b"")
+        assert established.next_seqn == ISS + 1  # a probe takes no sequence space
 
 
 class TestNumbering:
