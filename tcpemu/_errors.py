@@ -66,3 +66,21 @@ class LabError(TcpemuError):
 
 class PrivilegeError(TcpemuError, PermissionError):
     """The process lacks a capability it needs; the message names it (run as root)."""
+
+
+# Tracebacks and pytest reports name an exception by its __module__: show the
+# public name users import and catch (tcpemu.UsageError), not this module's.
+for _cls in (
+    TcpemuError,
+    MalformedFrameError,
+    UsageError,
+    WouldBlock,
+    TcpemuTimeoutError,
+    ConnectionClosedError,
+    ConnectionBrokenError,
+    EngineBrokenError,
+    LabError,
+    PrivilegeError,
+):
+    _cls.__module__ = "tcpemu"
+del _cls

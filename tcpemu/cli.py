@@ -1,24 +1,93 @@
-"""The ``tcpemu`` command: ``tcpemu demo`` runs the seed scenario in a throwaway lab."""
+"""The ``tcpemu`` command: ``demo`` runs the seed scenario in a throwaway lab, ``soak`` many
+connections for a while, ``cleanup`` removes labs left by killed runs; ``check-link``
+(:mod:`tcpemu.linkcheck`) and ``packetdrill`` (:mod:`tcpemu.packetdrill`) come from their modules.
+
+Exit codes: 0 passed, 1 failed, 2 usage error (or missing privileges), 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import os
 import random
+import signal
 import socket
 import sys
 import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, TextIO
 
 import trio
 
-from . import CLIENT, SERVER, TcpemuError, TcpState, open_engine, tcp_state, wait_tcp_state
+from . import (
+    CLIENT,
+    SERVER,
+    TcpemuError,
+    TcpState,
+    UsageError,
+    __version__,
+    open_engine,
+    tcp_state,
+    wait_tcp_state,
+)
+from . import lab as _lab
+from .faults import Faults
 from .lab import Lab, cleanup_stale_labs, connect_nowait, open_lab
 from .net import list_netns
 
+if TYPE_CHECKING:
+    from .soak import SoakResult
+
 TST_PORT = 20000
 IUT_PORT = 30000
+
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+CAPABILITIES = {"CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13, "CAP_SYS_ADMIN": 21}
+"""What a lab and an engine need: namespaces (CAP_SYS_ADMIN), links, addresses and neighbours
+(CAP_NET_ADMIN), raw sockets (CAP_NET_RAW); by their bit in the capability sets."""
+LAB_CAPABILITIES = ("CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_NET_RAW")
+
+
+def effective_capabilities(status: str = "/proc/self/status") -> int:
+    """The CapEff mask of this process, read from ``status`` (a /proc status file)."""
+    try:
+        with open(status) as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError) as exc:
+        raise TcpemuError(f"could not read the effective capabilities from {status}: {exc}") from exc
+    raise TcpemuError(f"no CapEff line in {status}")
+
+
+def missing_capabilities(
+    needed: Sequence[str] = LAB_CAPABILITIES, status: str = "/proc/self/status"
+) -> list[str]:
+    """The capabilities of ``needed`` that this process lacks (none missing: ``[]``).
+
+    Capabilities, not the user id, decide: root without them cannot make a
+    namespace, and a user granted them can.
+    """
+    unknown = [name for name in needed if name not in CAPABILITIES]
+    if unknown:
+        raise UsageError(f"unknown capabilities {unknown}; known: {', '.join(sorted(CAPABILITIES))}")
+    mask = effective_capabilities(status)
+    return [name for name in needed if not mask >> CAPABILITIES[name] & 1]
+
+
+def privilege_problem(what: str, needed: Sequence[str] = LAB_CAPABILITIES) -> str | None:
+    """A sentence saying what ``what`` lacks to run here, or None when nothing is missing."""
+    missing = missing_capabilities(needed)
+    if not missing:
+        return None
+    return (
+        f"{what} needs {', '.join(needed)} (namespaces, veth links and raw sockets); "
+        f"this process lacks {', '.join(missing)}: run it as root or grant those capabilities"
+    )
 
 
 class _Steps:
@@ -178,14 +247,77 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:,.1f} MB"
 
 
-async def soak_command(args: argparse.Namespace, out: object = sys.stdout) -> int:
-    from .faults import Faults
+def _print(out: TextIO, text: str = "", *, end: str = "\n") -> None:
+    print(text, end=end, file=out, flush=True)
+
+
+def _is_tty(out: TextIO) -> bool:
+    return hasattr(out, "isatty") and out.isatty()
+
+
+def _summary(result: SoakResult, args: argparse.Namespace) -> dict[str, object]:
+    """The machine-readable summary of a soak (``--json``)."""
+    seconds = max(result.duration, 1e-9)
+    return {
+        "verdict": "INTERRUPTED" if result.interrupted else ("PASS" if result.passed else "FAIL"),
+        "passed": result.passed,
+        "interrupted": result.interrupted,
+        "seed": args.seed,
+        "connections": result.connections,
+        "duration_s": round(result.duration, 3),
+        "churn_bytes": args.churn_bytes,
+        "faults_out": args.faults_out,
+        "faults_in": args.faults_in,
+        "opened": result.opened,
+        "closed": result.closed,
+        "bytes_to_iut": result.bytes_to_iut,
+        "bytes_to_emulator": result.bytes_to_emulator,
+        "mb_per_s_to_iut": round(result.bytes_to_iut / seconds / 1e6, 3),
+        "mb_per_s_to_emulator": round(result.bytes_to_emulator / seconds / 1e6, 3),
+        "mismatches": result.mismatches,
+        "errors": list(result.errors),
+        "retransmits_seen": result.retransmits_seen,
+        "retransmits_sent": result.retransmits_sent,
+        "faults": dict(sorted(result.faults.items())),
+        "kernel_drops": result.kernel_drops,
+        "rss_before": result.rss_before,
+        "rss_after_warmup": result.rss_after_warmup,
+        "rss_peak_after_warmup": result.rss_peak_after_warmup,
+        "rss_growth": round(result.rss_growth, 4),
+        "rss_per_connection": round(result.rss_per_connection),
+    }
+
+
+def _verdict_line(result: SoakResult) -> str:
+    verdict = "INTERRUPTED" if result.interrupted else ("PASS" if result.passed else "FAIL")
+    seconds = max(result.duration, 1e-9)
+    faults = ", ".join(f"{k} {v}" for k, v in sorted(result.faults.items()))
+    return (
+        f"{verdict}: {result.duration:.0f} s, {result.connections} pairs, "
+        f"{result.opened} connections opened, "
+        f"{result.closed} closed; {_mb(result.bytes_to_iut)} to the IUT and "
+        f"{_mb(result.bytes_to_emulator)} to the emulator "
+        f"({result.bytes_to_iut / seconds / 1e6:.1f} and "
+        f"{result.bytes_to_emulator / seconds / 1e6:.1f} MB/s), "
+        "every byte checked; "
+        f"{result.mismatches} mismatches, {len(result.errors)} errors; "
+        f"retransmits seen {result.retransmits_seen}, sent {result.retransmits_sent}; "
+        f"faults {sum(result.faults.values())} ({faults}); "
+        f"kernel drops {result.kernel_drops}; RSS growth after warm-up {result.rss_growth:+.1%} "
+        f"({result.rss_after_warmup / 2**20:.0f} -> {result.rss_peak_after_warmup / 2**20:.0f} MiB, "
+        f"{result.rss_per_connection / 1024:.0f} KiB per pair)"
+    )
+
+
+async def soak_command(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Run ``tcpemu soak``; Ctrl-C (SIGINT) stops it with the summary of what was done."""
     from .soak import SoakStats, run_soak
 
     stats = SoakStats()
-    faults_out = Faults.parse(args.faults_out) if args.faults_out else None
-    faults_in = Faults.parse(args.faults_in) if args.faults_in else None
-    live = hasattr(out, "isatty") and out.isatty()  # type: ignore[attr-defined]
+    stop = trio.Event()
+    # with --json stdout carries the summary alone; progress and notes go to stderr
+    notes = err if args.json else out
+    live = _is_tty(notes)
 
     async def progress() -> None:
         last = (0.0, 0, 0)
@@ -205,80 +337,268 @@ async def soak_command(args: argparse.Namespace, out: object = sys.stdout) -> in
                 f"rss {stats.rss[-1][1] / 2**20 if stats.rss else 0:.0f} MiB"
             )
             last = (t, up, down)
-            print(("\r" + line) if live else line, end="" if live else "\n", file=out, flush=True)  # type: ignore[call-overload]
+            _print(notes, ("\r" + line) if live else line, end="" if live else "\n")
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(progress)
-        result = await run_soak(
-            connections=args.connections,
-            duration=args.duration,
-            seed=args.seed,
-            churn_bytes=args.churn_bytes,
-            faults_out=faults_out,
-            faults_in=faults_in,
-            stats=stats,
-        )
-        nursery.cancel_scope.cancel()
+    async def interrupts(signals: AsyncIterator[int]) -> None:
+        async for _ in signals:
+            if not stop.is_set():
+                _print(notes, "\ninterrupted: stopping the connections and removing the lab")
+                stop.set()
+
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(interrupts, signals)
+            if args.progress:
+                nursery.start_soon(progress)
+            try:
+                result = await run_soak(
+                    connections=args.connections,
+                    duration=args.duration,
+                    seed=args.seed,
+                    churn_bytes=args.churn_bytes,
+                    faults_out=_parse_faults(args.faults_out),
+                    faults_in=_parse_faults(args.faults_in),
+                    stats=stats,
+                    stop=stop,
+                )
+            finally:
+                nursery.cancel_scope.cancel()
     if live:
-        print(file=out)  # type: ignore[call-overload]
-    verdict = "PASS" if result.passed else "FAIL"
-    faults = ", ".join(f"{k} {v}" for k, v in sorted(result.faults.items()))
-    print(
-        f"{verdict}: {result.duration:.0f} s, {result.connections} pairs, "
-        f"{result.opened} connections opened, "
-        f"{result.closed} closed; {_mb(result.bytes_to_iut)} to the IUT and "
-        f"{_mb(result.bytes_to_emulator)} to the emulator, every byte checked; "
-        f"{result.mismatches} mismatches, {len(result.errors)} errors; "
-        f"retransmits seen {result.retransmits_seen}, sent {result.retransmits_sent}; "
-        f"faults {sum(result.faults.values())} ({faults}); "
-        f"kernel drops {result.kernel_drops}; RSS growth after warm-up {result.rss_growth:+.1%} "
-        f"({result.rss_after_warmup / 2**20:.0f} -> {result.rss_peak_after_warmup / 2**20:.0f} MiB)",
-        file=out,  # type: ignore[call-overload]
+        _print(notes)
+    if args.json:
+        _print(out, json.dumps(_summary(result, args), indent=None))
+    else:
+        _print(out, _verdict_line(result))
+        for error in result.errors[:20]:
+            _print(out, f"  error: {error}")
+        if len(result.errors) > 20:
+            _print(out, f"  ... and {len(result.errors) - 20} more errors")
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_PASS if result.passed else EXIT_FAIL
+
+
+def stale_labs() -> list[str]:
+    """Lab namespaces that cleanup would remove now: their creator is gone and no live lab
+    holds their lock."""
+    stale = []
+    for name in list_netns():
+        m = _lab._NAME_RE.match(name)
+        if not m or _lab._pid_alive(int(m.group(1))):
+            continue
+        fd = _lab._claim_stale(name)
+        if fd is None:
+            continue  # a live lab in a PID namespace we cannot see holds it
+        os.close(fd)
+        stale.append(name)
+    return stale
+
+
+class _Collect(logging.Handler):
+    """Keeps the warnings cleanup logs, to report why a namespace stayed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def cleanup_command(*, dry_run: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    stale = stale_labs()
+    if dry_run:
+        _print(
+            out,
+            f"would remove {len(stale)} stale lab namespaces" + (": " + ", ".join(stale) if stale else ""),
+        )
+        return EXIT_PASS
+    if not stale:
+        _print(out, "removed 0 stale lab namespaces: none found")
+        return EXIT_PASS
+    problem = privilege_problem("tcpemu cleanup", ("CAP_SYS_ADMIN",))
+    if problem is not None:
+        _print(err, f"FAIL: {len(stale)} stale lab namespaces not removed ({', '.join(stale)}): {problem}")
+        return EXIT_USAGE
+    collect = _Collect()
+    logger = logging.getLogger(_lab.__name__)
+    logger.addHandler(collect)
+    try:
+        removed = cleanup_stale_labs()
+    finally:
+        logger.removeHandler(collect)
+    left = [name for name in stale if name not in removed and name in list_netns()]
+    _print(
+        out, f"removed {len(removed)} stale lab namespaces" + (": " + ", ".join(removed) if removed else "")
     )
-    for error in result.errors[:20]:
-        print(f"  error: {error}", file=out)  # type: ignore[call-overload]
-    return 0 if result.passed else 1
+    if left:
+        _print(err, f"FAIL: {len(left)} stale lab namespaces could not be removed: {', '.join(left)}")
+        for message in collect.messages:
+            _print(err, f"  {message}")
+        return EXIT_FAIL
+    return EXIT_PASS
+
+
+def _number(
+    convert: Callable[[str], float], allowed: str, ok: Callable[[float], bool]
+) -> Callable[[str], float]:
+    """An argparse type: ``convert`` the text, and refuse it (saying what is allowed) unless ``ok``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {allowed}") from None
+        if value != value or not ok(value):  # NaN compares false with everything
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range: expected {allowed}")
+        return value
+
+    return parse
+
+
+_CONNECTIONS = _number(int, "a whole number of pairs from 1 to 40000", lambda v: 1 <= v <= 40000)
+_DURATION = _number(float, "a number of seconds > 0 and at most 604800 (a week)", lambda v: 0 < v <= 604800)
+_CHURN = _number(int, "a whole number of bytes >= 1", lambda v: v >= 1)
+_PROGRESS = _number(
+    float, "0 (no progress lines) or a number of seconds >= 0.1", lambda v: v == 0 or v >= 0.1
+)
+
+
+def _faults(text: str) -> str:
+    """An argparse type: a fault description that :meth:`Faults.parse` takes, kept as text."""
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        Faults.parse(text)
+    except TcpemuError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    return text
+
+
+def _parse_faults(text: str) -> Faults | None:
+    return None if text.strip().lower() in ("", "none") else Faults.parse(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tcpemu", description="TCP socket emulation for test suites")
+    parser.add_argument("--version", action="version", version=f"tcpemu {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_demo = sub.add_parser(
+        "demo",
+        help="run the seed scenario against the kernel in a throwaway lab",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p_demo.add_argument("--seed", type=int, default=None, help="seed for ISNs and payloads (none: random)")
+    p_demo.add_argument("--no-trace", action="store_true", help="do not print each segment")
+    p_cleanup = sub.add_parser(
+        "cleanup",
+        help="remove lab namespaces left by killed runs",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p_cleanup.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the stale lab namespaces, remove nothing (needs no rights)",
+    )
+    p_soak = sub.add_parser(
+        "soak",
+        help="many connections against the kernel, every byte checked, faults injected",
+        description=(
+            "Pairs of an IUT socket and an emulated listener exchange --churn-bytes each way, "
+            "every byte checked, close and reconnect until --duration is up. Exit code 0 passed, "
+            "1 failed, 2 usage error, 130 interrupted (Ctrl-C prints the summary of what was done)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p_soak.add_argument("--version", action="version", version=f"tcpemu {__version__}")
+    p_soak.add_argument(
+        "--connections", metavar="N", type=_CONNECTIONS, default=200, help="pairs running at once"
+    )
+    p_soak.add_argument("--duration", metavar="SECONDS", type=_DURATION, default=60.0, help="seconds")
+    p_soak.add_argument(
+        "--seed", metavar="N", type=int, default=0, help="seed of ISNs, payload patterns and faults"
+    )
+    p_soak.add_argument(
+        "--churn-bytes",
+        metavar="BYTES",
+        type=_CHURN,
+        default=256 * 1024,
+        help="bytes each way before a reconnect",
+    )
+    p_soak.add_argument(
+        "--faults-out",
+        type=_faults,
+        default="none",
+        metavar="FAULTS",
+        help="faults on frames the emulator sends, e.g. drop=0.01,duplicate=0.01,reorder=0.01,delay=0.01",
+    )
+    p_soak.add_argument(
+        "--faults-in",
+        type=_faults,
+        default="none",
+        metavar="FAULTS",
+        help="the same, for frames the emulator receives",
+    )
+    p_soak.add_argument(
+        "--progress",
+        metavar="SECONDS",
+        type=_PROGRESS,
+        default=1.0,
+        help="seconds between progress lines (0: none)",
+    )
+    p_soak.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary as one JSON object on stdout (progress lines go to stderr)",
+    )
+    # commands of other modules, which check their own arguments and rights
+    from . import linkcheck
+    from .packetdrill import cli as packetdrill_cli
+
+    _COMMANDS["check-link"] = linkcheck.cli_main
+    linkcheck.register_cli(sub)
+    _COMMANDS["packetdrill"] = packetdrill_cli.cli_main
+    packetdrill_cli.register_cli(sub)
+    return parser
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+"""Sub-commands that other modules register, by name: their main function."""
+
+
+def _interrupted(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_interrupted(e) for e in exc.exceptions)
+    return isinstance(exc, KeyboardInterrupt)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tcpemu", description="TCP socket emulation for test suites")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="run the seed scenario against the kernel in a throwaway lab")
-    p_demo.add_argument("--seed", type=int, default=None, help="seed for ISNs and payloads")
-    p_demo.add_argument("--no-trace", action="store_true", help="do not print each segment")
-    sub.add_parser("cleanup", help="remove lab namespaces left by killed runs")
-    p_soak = sub.add_parser(
-        "soak", help="many connections against the kernel, every byte checked, faults injected"
-    )
-    p_soak.add_argument("--connections", type=int, default=200)
-    p_soak.add_argument("--duration", type=float, default=60.0, help="seconds")
-    p_soak.add_argument("--seed", type=int, default=0)
-    p_soak.add_argument(
-        "--churn-bytes", type=int, default=256 * 1024, help="bytes each way before a reconnect"
-    )
-    p_soak.add_argument(
-        "--faults-out", default="", help="e.g. drop=0.01,duplicate=0.01,reorder=0.01,delay=0.01"
-    )
-    p_soak.add_argument("--faults-in", default="", help="the same, for frames the emulator receives")
-    p_soak.add_argument("--progress", type=float, default=1.0, help="seconds between progress lines")
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "cleanup":
-        removed = cleanup_stale_labs()
-        print(f"removed {len(removed)} stale lab namespaces" + (": " + ", ".join(removed) if removed else ""))
-        return 0
-    if os.geteuid() != 0:
-        print(
-            f"tcpemu {args.command} needs root "
-            "(CAP_SYS_ADMIN, CAP_NET_ADMIN and CAP_NET_RAW for namespaces and raw sockets)"
-        )
-        return 2
-    if args.command == "soak":
-        try:
-            return trio.run(soak_command, args)
-        except TcpemuError as exc:
-            print(f"FAIL: {exc}")
-            return 2
-    return trio.run(lambda: demo(seed=args.seed, trace=not args.no_trace))
+    try:
+        if args.command in _COMMANDS:
+            return _COMMANDS[args.command](args)
+        if args.command == "cleanup":
+            return cleanup_command(dry_run=args.dry_run)
+        problem = privilege_problem(f"tcpemu {args.command}")
+        if problem is not None:
+            print(problem, file=sys.stderr)
+            return EXIT_USAGE
+        if args.command == "soak":
+            try:
+                return trio.run(soak_command, args)
+            except UsageError as exc:
+                print(f"usage error: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            except TcpemuError as exc:
+                print(f"FAIL: {type(exc).__name__}: {exc}")
+                return EXIT_FAIL
+        return trio.run(lambda: demo(seed=args.seed, trace=not args.no_trace))
+    except BaseException as exc:
+        if _interrupted(exc):
+            print("interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        raise
 
 
 if __name__ == "__main__":

@@ -7,10 +7,16 @@ send ``churn_bytes`` of a seeded pattern that the other end checks byte for
 byte, both close, and the pair starts again.  The emulator runs in reliable
 mode (it retransmits what the fault injection or the link lost); the kernel
 does its own retransmitting.  RSS is sampled while it runs.
+
+Memory per connection stays small whatever ``churn_bytes`` is: the pattern
+is made block by block where it is sent and again where it is checked
+(:class:`Pattern`), the emulator keeps at most :data:`EMU_IN_FLIGHT` bytes
+unacknowledged, and it advertises a window of :data:`EMU_WINDOW` bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import resource
 import socket
@@ -19,19 +25,91 @@ from dataclasses import dataclass, field
 import trio
 
 from ._engine import Connection, Listener, open_engine
-from ._errors import TcpemuError
+from ._errors import TcpemuError, TcpemuTimeoutError, UsageError
 from .faults import Faults
 from .lab import Lab, connect_nowait, open_lab
+from .tcpinfo import tcp_state
 
-__all__ = ["SoakStats", "SoakResult", "run_soak", "pattern"]
+__all__ = ["SoakStats", "SoakResult", "Pattern", "run_soak", "pattern"]
 
 BASE_PORT = 20000
-STEP_TIMEOUT = 60.0  # one connection's whole exchange
+STALL_TIMEOUT = 60.0
+"""A connection fails when no byte of it moved (and no step finished) for this long."""
+EXCHANGE_TIMEOUT = 900.0
+"""The most one connection's whole exchange may take, however slowly it progresses."""
+BLOCK = 4096
+"""The pattern is made in blocks of this many bytes, each from a hash of its key and index."""
+CHUNK = 16384
+"""Bytes of the pattern made, sent or checked at a time."""
+EMU_IN_FLIGHT = 16384
+"""The emulator sends more only while at most this much is unacknowledged: its retransmission
+store (reliable mode) is the largest thing a soak connection holds."""
+EMU_WINDOW = 16384
+"""The window the emulator advertises: what the IUT may have in flight towards it, and so what
+1,000 connections can put in the engine's receive ring at once (about 11 frames each)."""
+MAX_OPENING = 32
+"""Connections opening (handshake and first bytes) at once: a thousand pairs starting together
+would fill the receive ring with their SYNs and first windows of data."""
+
+
+class Pattern:
+    """The seeded bytes of one direction of one soak connection, made on demand.
+
+    Block ``i`` is SHAKE-128 of the key ``seed/pair/generation/direction`` and
+    ``i``; the sender reads the stream with :meth:`read` and the checker
+    compares what arrived with :meth:`matches`, and neither keeps more than
+    one block.
+    """
+
+    __slots__ = ("_block", "_index", "_key", "offset", "size")
+
+    def __init__(self, seed: int, pair: int, generation: int, direction: str, size: int) -> None:
+        if size < 0:
+            raise UsageError(f"a pattern's size must be >= 0 bytes, got {size}")
+        self._key = f"{seed}/{pair}/{generation}/{direction}/".encode()
+        self.size = size
+        self.offset = 0
+        self._index = -1
+        self._block = b""
+
+    @property
+    def remaining(self) -> int:
+        return self.size - self.offset
+
+    def _take(self, n: int) -> memoryview:
+        """Up to ``n`` bytes from the current block (at least one unless at the end), advancing."""
+        index, start = divmod(self.offset, BLOCK)
+        if index != self._index:
+            self._block = hashlib.shake_128(self._key + index.to_bytes(8, "big")).digest(BLOCK)
+            self._index = index
+        n = min(n, BLOCK - start, self.remaining)
+        self.offset += n
+        return memoryview(self._block)[start : start + n]
+
+    def read(self, n: int) -> bytes:
+        """The next ``n`` bytes of the stream (fewer at its end)."""
+        out = bytearray()
+        n = min(n, self.remaining)
+        while len(out) < n:
+            out += self._take(n - len(out))
+        return bytes(out)
+
+    def matches(self, data: bytes) -> bool:
+        """Whether ``data`` is the next ``len(data)`` bytes of the stream (which it then passes)."""
+        if len(data) > self.remaining:
+            return False
+        view = memoryview(data)
+        while view:
+            part = self._take(len(view))
+            if part != view[: len(part)]:
+                return False
+            view = view[len(part) :]
+        return True
 
 
 def pattern(seed: int, pair: int, generation: int, direction: str, n: int) -> bytes:
-    """The bytes one direction of one connection carries: both ends can compute them."""
-    return random.Random(f"{seed}/{pair}/{generation}/{direction}").randbytes(n)
+    """The bytes one direction of one connection carries, whole (the soak streams them: :class:`Pattern`)."""
+    return Pattern(seed, pair, generation, direction, n).read(n)
 
 
 def rss_bytes() -> int:
@@ -72,6 +150,10 @@ class SoakResult:
     kernel_drops: int
     rss_after_warmup: int
     rss_peak_after_warmup: int
+    rss_before: int = 0
+    """RSS before the lab and the engine were opened: the base the per-connection figure leaves out."""
+    interrupted: bool = False
+    """The run was stopped before its duration (``stop`` was set): the figures are partial."""
 
     @property
     def rss_growth(self) -> float:
@@ -79,80 +161,215 @@ class SoakResult:
         return self.rss_peak_after_warmup / self.rss_after_warmup - 1 if self.rss_after_warmup else 0.0
 
     @property
+    def rss_per_connection(self) -> float:
+        """Peak RSS after warm-up above the RSS before the soak, per pair, in bytes."""
+        if not self.rss_before or not self.rss_peak_after_warmup:
+            return 0.0
+        return max(self.rss_peak_after_warmup - self.rss_before, 0) / self.connections
+
+    @property
     def passed(self) -> bool:
-        return not self.mismatches and not self.errors and self.closed > 0 and self.rss_growth < 0.05
+        return (
+            not self.interrupted
+            and not self.mismatches
+            and not self.errors
+            and self.closed > 0
+            and self.rss_growth < 0.05
+        )
 
 
-async def _iut_send(sock: trio.socket.SocketType, data: bytes, stats: SoakStats) -> None:
-    view = memoryview(data)
-    while view:
-        n = await sock.send(view[:65536])
-        view = view[n:]
-        stats.bytes_to_emulator += n
+class _Exchange:
+    """One soak connection's steps in progress, so that a timeout names the slow one and what
+    it waited for; every step that moves bytes pushes the stall deadline back."""
+
+    def __init__(self, where: str, scope: trio.CancelScope, hard_deadline: float) -> None:
+        self.where = where
+        self.scope = scope
+        self.hard_deadline = hard_deadline
+        self.waiting: dict[str, str] = {}
+        self.iut: trio.socket.SocketType | None = None
+        self.conn: Connection | None = None
+
+    def step(self, name: str, waits_for: str) -> None:
+        """Step ``name`` now waits for ``waits_for``; counts as progress."""
+        self.waiting[name] = waits_for
+        self.scope.deadline = min(trio.current_time() + STALL_TIMEOUT, self.hard_deadline)
+
+    def done(self, name: str) -> None:
+        self.waiting.pop(name, None)
+        self.scope.deadline = min(trio.current_time() + STALL_TIMEOUT, self.hard_deadline)
+
+    def timeout_error(self) -> TcpemuTimeoutError:
+        bound = (
+            f"the exchange bound of {EXCHANGE_TIMEOUT:.0f} s"
+            if trio.current_time() >= self.hard_deadline
+            else f"{STALL_TIMEOUT:.0f} s without progress"
+        )
+        steps = "; ".join(f"{name}: waiting for {what}" for name, what in self.waiting.items())
+        states = []
+        if self.iut is not None:
+            try:
+                states.append(f"IUT socket {tcp_state(self.iut).name}")
+            except OSError as exc:
+                states.append(f"IUT socket state unreadable ({exc})")
+        if self.conn is not None:
+            st = self.conn.statistics()
+            states.append(
+                f"emulator {self.conn.state.name}, {self.conn.core.unacked_bytes()} bytes unacknowledged, "
+                f"{st.retransmits_sent} retransmitted, {st.retransmits_seen} retransmits seen"
+            )
+        return TcpemuTimeoutError(
+            f"{self.where}: {bound}; {steps or 'no step was waiting'}"
+            + (f" ({', '.join(states)})" if states else "")
+        )
+
+
+async def _iut_send(sock: trio.socket.SocketType, data: Pattern, stats: SoakStats, ex: _Exchange) -> None:
+    name = "IUT send"
+    while data.remaining:
+        chunk = memoryview(data.read(CHUNK))
+        while chunk:
+            ex.step(
+                name,
+                f"room in the IUT's send buffer ({data.offset - len(chunk)} of {data.size} bytes sent)",
+            )
+            n = await sock.send(chunk)
+            chunk = chunk[n:]
+            stats.bytes_to_emulator += n
     sock.shutdown(socket.SHUT_WR)
+    ex.done(name)
 
 
-async def _iut_recv(sock: trio.socket.SocketType, expected: bytes, stats: SoakStats, where: str) -> None:
-    got = 0
+async def _iut_recv(sock: trio.socket.SocketType, expected: Pattern, stats: SoakStats, ex: _Exchange) -> None:
+    name = "IUT receive"
     while True:
+        ex.step(name, f"the emulator's data and FIN ({expected.offset} of {expected.size} bytes received)")
         chunk = await sock.recv(65536)
         if not chunk:
             break
-        if chunk != expected[got : got + len(chunk)]:
+        at = expected.offset
+        if not expected.matches(chunk):
             stats.mismatches += 1
-            stats.errors.append(f"{where}: the IUT received wrong bytes at offset {got}")
+            stats.errors.append(f"{ex.where}: the IUT received wrong bytes at offset {at}")
+            ex.done(name)
             return
-        got += len(chunk)
         stats.bytes_to_iut += len(chunk)
-    if got != len(expected):
-        stats.errors.append(f"{where}: the IUT received {got} of {len(expected)} bytes before EOF")
+    if expected.remaining:
+        stats.errors.append(
+            f"{ex.where}: the IUT received {expected.offset} of {expected.size} bytes before EOF"
+        )
+    ex.done(name)
 
 
-async def _emu_recv(conn: Connection, expected: bytes, stats: SoakStats, where: str) -> None:
-    got = 0
-    while not conn.fin_got:
-        chunk = await conn.recv_data(idle=10)
-        if chunk != expected[got : got + len(chunk)]:
+async def _emu_read(conn: Connection, odd_before: int) -> tuple[bytes, bool, int]:
+    """The in-order bytes that arrived (waiting for some, or for FIN) and whether the FIN came
+    with them, ACKed as ``recv_data`` would, without gathering the whole stream: a
+    retransmitted or out-of-order segment is answered with a duplicate ACK, since the peer may
+    have lost our last one."""
+    core = conn.core
+
+    def odd(c: Connection) -> int:
+        st = c.statistics()
+        return st.retransmits_seen + st.out_of_order_seen
+
+    await conn.wait_until(
+        lambda c: c.core.stream_available() > 0 or c.fin_got or c.rst_got or odd(c) != odd_before,
+        what="data, FIN or a segment to answer",
+    )
+    # FIN before the read, with no checkpoint between: if it is in, every byte before it is too
+    # (the ACK below lets the pump run, and the FIN may arrive then, after more bytes)
+    fin = core.fin_got
+    data = core.read_stream()
+    now_odd = odd(conn)
+    if core.next_ackn is not None and (core.next_ackn != core.last_ackn_sent or now_odd != odd_before):
+        await conn.send_ack()
+    return data, fin, now_odd
+
+
+async def _emu_recv(conn: Connection, expected: Pattern, stats: SoakStats, ex: _Exchange) -> None:
+    name = "emulator receive"
+    odd = 0
+    while True:
+        ex.step(name, f"the IUT's data and FIN ({expected.offset} of {expected.size} bytes received)")
+        if conn.rst_got:
+            stats.errors.append(f"{ex.where}: the IUT reset the connection after {expected.offset} bytes")
+            break
+        chunk, fin, odd = await _emu_read(conn, odd)
+        at = expected.offset
+        if chunk and not expected.matches(chunk):
             stats.mismatches += 1
-            stats.errors.append(f"{where}: the emulator received wrong bytes at offset {got}")
-            return
-        got += len(chunk)
-    if got != len(expected):
-        stats.errors.append(f"{where}: the emulator received {got} of {len(expected)} bytes before FIN")
+            stats.errors.append(f"{ex.where}: the emulator received wrong bytes at offset {at}")
+            break
+        if fin:
+            if expected.remaining:
+                stats.errors.append(
+                    f"{ex.where}: the emulator received {expected.offset} of {expected.size} bytes before FIN"
+                )
+            break
+    ex.done(name)
 
 
-async def _emu_send(conn: Connection, data: bytes) -> None:
-    await conn.send_data(data)
+async def _emu_send(conn: Connection, data: Pattern, ex: _Exchange) -> None:
+    name = "emulator send"
+    while data.remaining:
+        ex.step(name, f"the IUT's window ({data.offset} of {data.size} bytes sent)")
+        await conn.send_data(data.read(min(CHUNK, EMU_IN_FLIGHT)))
+        ex.step(name, f"the IUT's ACKs ({conn.core.unacked_bytes()} bytes unacknowledged)")
+        await conn.wait_until(
+            lambda c: c.core.unacked_bytes() <= EMU_IN_FLIGHT - min(CHUNK, EMU_IN_FLIGHT, data.remaining),
+            what="the IUT's ACKs",
+        )
+    ex.step(name, "the IUT's ACK of all data")
     await conn.wait_until(lambda c: c.core.unacked_bytes() == 0, what="all data acknowledged")
+    ex.step(name, "the IUT's ACK of our FIN")
     await conn.send_fin()
+    ex.done(name)
 
 
 async def _one_connection(
-    lab: Lab, listener: Listener, pair: int, generation: int, seed: int, size: int, stats: SoakStats
+    lab: Lab,
+    listener: Listener,
+    pair: int,
+    generation: int,
+    seed: int,
+    size: int,
+    stats: SoakStats,
+    opening: trio.Semaphore,
 ) -> None:
     where = f"pair {pair} connection {generation}"
-    up = pattern(seed, pair, generation, "up", size)
-    down = pattern(seed, pair, generation, "down", size)
+    now = trio.current_time()
     iut = await lab.iut.socket()
     conn: Connection | None = None
     try:
-        with trio.fail_after(STEP_TIMEOUT):
-            connect_nowait(iut, (str(lab.tst.ip), listener.local_port))
-            conn = await listener.accept()
-            await trio.lowlevel.wait_writable(iut)
-            err = iut.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err:
-                raise TcpemuError(f"{where}: the IUT's connect() failed: errno {err}")
+        with trio.CancelScope(deadline=now + STALL_TIMEOUT) as scope:
+            ex = _Exchange(where, scope, now + EXCHANGE_TIMEOUT)
+            ex.iut = iut
+            async with opening:
+                ex.step("open", f"the emulated listener on port {listener.local_port} to take the IUT's SYN")
+                connect_nowait(iut, (str(lab.tst.ip), listener.local_port))
+                conn = ex.conn = await listener.accept()
+                ex.step("open", "the IUT's connect() to complete (the emulator's SYN-ACK or the IUT's ACK)")
+                await trio.lowlevel.wait_writable(iut)
+                err = iut.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise TcpemuError(f"{where}: the IUT's connect() failed: errno {err}")
+                ex.done("open")
             stats.open += 1
             stats.opened += 1
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_iut_send, iut, up, stats)
-                    nursery.start_soon(_iut_recv, iut, down, stats, where)
-                    nursery.start_soon(_emu_recv, conn, up, stats, where)
-                    nursery.start_soon(_emu_send, conn, down)
+                    nursery.start_soon(_iut_send, iut, Pattern(seed, pair, generation, "up", size), stats, ex)
+                    nursery.start_soon(
+                        _iut_recv, iut, Pattern(seed, pair, generation, "down", size), stats, ex
+                    )
+                    nursery.start_soon(
+                        _emu_recv, conn, Pattern(seed, pair, generation, "up", size), stats, ex
+                    )
+                    nursery.start_soon(_emu_send, conn, Pattern(seed, pair, generation, "down", size), ex)
             finally:
                 stats.open -= 1
+        if scope.cancelled_caught:
+            raise ex.timeout_error()
         stats.closed += 1
     finally:
         iut.close()
@@ -163,17 +380,34 @@ async def _one_connection(
             await conn.aclose()
 
 
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
+
+
 async def _pair(
-    lab: Lab, listener: Listener, pair: int, seed: int, size: int, deadline: float, stats: SoakStats
+    lab: Lab,
+    listener: Listener,
+    pair: int,
+    seed: int,
+    size: int,
+    deadline: float,
+    stats: SoakStats,
+    opening: trio.Semaphore,
 ) -> None:
     generation = 0
     while trio.current_time() < deadline:
         try:
-            await _one_connection(lab, listener, pair, generation, seed, size, stats)
-        except (TcpemuError, OSError, trio.TooSlowError) as exc:
+            await _one_connection(lab, listener, pair, generation, seed, size, stats, opening)
+        except TcpemuTimeoutError as exc:
+            stats.errors.append(str(exc))  # it names the pair, the connection and the step
+        except (TcpemuError, OSError) as exc:
             stats.errors.append(f"pair {pair} connection {generation}: {type(exc).__name__}: {exc}")
         except BaseExceptionGroup as group:
-            stats.errors.append(f"pair {pair} connection {generation}: {group!r}")
+            if group.subgroup(lambda e: not isinstance(e, TcpemuError | OSError)) is not None:
+                raise  # a cancellation or a bug: not the IUT's doing
+            stats.errors.append(f"pair {pair} connection {generation}: {_describe(group)}")
         generation += 1
 
 
@@ -194,11 +428,33 @@ async def run_soak(
     stats: SoakStats | None = None,
     rss_interval: float = 1.0,
     warmup: float = 0.25,
+    stop: trio.Event | None = None,
 ) -> SoakResult:
-    """Run a soak in a fresh lab; ``stats`` (if given) is updated live."""
-    if connections < 1 or duration <= 0 or churn_bytes < 1:
-        raise TcpemuError("a soak needs connections >= 1, duration > 0 and churn_bytes >= 1")
+    """Run a soak in a fresh lab; ``stats`` (if given) is updated live.
+
+    Setting ``stop`` ends the run early: the connections in progress are
+    abandoned, the lab is removed, and the result (``interrupted=True``)
+    holds what was done until then.
+    """
+    for name, value, allowed in (
+        ("connections", connections, connections >= 1),
+        ("duration", duration, duration > 0),
+        ("churn_bytes", churn_bytes, churn_bytes >= 1),
+        ("rss_interval", rss_interval, rss_interval > 0),
+        ("warmup", warmup, 0 <= warmup < 1),
+    ):
+        if not allowed:
+            raise UsageError(
+                f"run_soak: {name}={value!r} is out of range; connections >= 1, duration > 0 s, "
+                "churn_bytes >= 1, rss_interval > 0 s and 0 <= warmup < 1"
+            )
+    if connections > 40000:
+        raise UsageError(
+            f"run_soak: connections={connections} exceeds the 40000 listener ports from {BASE_PORT}"
+        )
     stats = stats if stats is not None else SoakStats()
+    rss_before = rss_bytes()
+    interrupted = False
     async with (
         open_lab(rng=random.Random(seed)) as lab,
         open_engine(
@@ -212,16 +468,28 @@ async def run_soak(
         ) as engine,
     ):
         listeners = [
-            engine.listen((str(lab.tst.ip), BASE_PORT + i), local_mac=lab.alien_mac, backlog=4)
+            engine.listen(
+                (str(lab.tst.ip), BASE_PORT + i), local_mac=lab.alien_mac, backlog=4, window=EMU_WINDOW
+            )
             for i in range(connections)
         ]
+        opening = trio.Semaphore(MAX_OPENING)
         stats.started = trio.current_time()
         deadline = stats.started + duration
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_sample_rss, stats, rss_interval)
             async with trio.open_nursery() as pairs:
+                if stop is not None:
+
+                    async def stopper() -> None:
+                        nonlocal interrupted
+                        await stop.wait()
+                        interrupted = True
+                        pairs.cancel_scope.cancel()
+
+                    nursery.start_soon(stopper)
                 for i, lst in enumerate(listeners):
-                    pairs.start_soon(_pair, lab, lst, i, seed, churn_bytes, deadline, stats)
+                    pairs.start_soon(_pair, lab, lst, i, seed, churn_bytes, deadline, stats, opening)
             nursery.cancel_scope.cancel()
         elapsed = trio.current_time() - stats.started
         es = engine.statistics()
@@ -242,4 +510,6 @@ async def run_soak(
         kernel_drops=es.kernel_drops,
         rss_after_warmup=base,
         rss_peak_after_warmup=max(after, default=0),
+        rss_before=rss_before,
+        interrupted=interrupted,
     )
