@@ -357,15 +357,18 @@ def parse_segment(text: str, *, omitted_options: str = "any") -> SegmentPattern:
 # --------------------------------------------------------------- formatting
 
 
-def rel_seq(conn: Connection, msg: Message) -> int:
-    """The sequence number of a received message, relative to the peer's ISN (as the trace prints it)."""
-    base = conn.first_seqn_got
-    return msg.seq if base is None else (msg.seq - base) % SEQ_MOD
+def rel_seq(conn: Connection, msg: Message | Segment, *, sent: bool = False) -> int:
+    """The sequence number of a received message (or, ``sent=True``, of a segment we sent),
+    relative to its sender's ISN, as the trace prints it; absolute while that ISN is unknown."""
+    peer, ours = _bases(conn)
+    return _rel(msg.seq, ours if sent else peer)
 
 
-def rel_ack(conn: Connection, msg: Message) -> int:
-    """The acknowledgement number of a received message, relative to our ISN."""
-    return (msg.ack - conn.core.iss) % SEQ_MOD if conn.core.syn_sent else msg.ack
+def rel_ack(conn: Connection, msg: Message | Segment, *, sent: bool = False) -> int:
+    """The acknowledgement number of a received message (or, ``sent=True``, of a segment we
+    sent), relative to the receiver's ISN; absolute while that ISN is unknown."""
+    peer, ours = _bases(conn)
+    return _rel(msg.ack, peer if sent else ours)
 
 
 def _rel(value: int, base: int | None) -> int:
@@ -711,7 +714,7 @@ async def send(conn: Connection, text: str, payload: bytes | None = None) -> Seg
         fields["tos"] = {"noecn": 0, "ect1": 1, "ect0": 2, "ce": 3, "ect01": 2}[want.ecn]
     spec = conn.segment(payload, **fields)
     await conn.send_segments(spec)
-    seg = spec.as_segment(conn)
+    seg = spec.as_segment()
     ts = seg.option(OptionKind.TIMESTAMP)
     if ts is not None and len(ts.data) == 8:
         core.last_tsval_sent, core.last_tsecr_sent = struct.unpack("!II", ts.data)

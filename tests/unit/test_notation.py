@@ -168,6 +168,8 @@ async def test_expect_send_and_expect_nothing_on_a_memory_link(autojump_clock):
         syn = await notation.expect(conn, "S 0:0(0) win 1000", within=0.2)
         assert syn.seq == PEER_ISN
         seg = await notation.send(conn, "S. 0:0(0) ack 1 win 512 <mss 1000,nop,nop,TS val 100 ecr 0>")
+        assert (notation.rel_seq(conn, seg, sent=True), notation.rel_ack(conn, seg, sent=True)) == (0, 1)
+        assert notation.format_message(seg, conn, sent=True).startswith("S. 0:0(0) ack 1 win 512 <mss 1000")
         assert (seg.seq, seg.ack, seg.window, seg.flags) == (OUR_ISN, PEER_ISN + 1, 512, S | A)
         assert seg.option(OptionKind.TIMESTAMP).value() == (100, 0)
         assert conn.next_seqn == OUR_ISN + 1  # the SYN took one

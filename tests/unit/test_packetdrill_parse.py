@@ -215,3 +215,47 @@ def test_a_handler_without_the_method_means_unsupported():
 
     (event,) = parse_script("0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 5").events
     assert invoke(Recorder(), event.action, [..., 1, 6])() == ((..., 1, 6), 5)
+
+
+# ------------------------------------------------------- the command line
+
+
+def _args(**kw):
+    import argparse
+
+    from tcpemu.packetdrill import cli
+
+    parser = argparse.ArgumentParser(prog="tcpemu")
+    cli.register_cli(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["packetdrill", *kw.pop("argv")])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["nope.pkt"], "no such script or directory: 'nope.pkt'"),
+        (["{script}", "--sysctl", "tcp_sack=0"], "--sysctl must be net.KEY=VALUE, got 'tcp_sack=0'"),
+        (["{script}", "--netns", "x"], "--netns needs --link"),
+        (["{script}", "--link", "eth9"], "--link needs --local-ip"),
+        (["{script}", "--jobs", "0"], "--jobs must be at least 1, got 0"),
+        (["{script}", "--link", "lo", "--local-ip", "198.18.0.1", "--remote-ip", "198.18.0.2",
+          "--remote-mac", "02:00:00:00:00:01", "--handler", "nomodule"], "--handler must be MODULE:NAME"),
+    ],
+)  # fmt: skip
+def test_cli_rejects_bad_arguments_before_any_lab(argv, message, tmp_path, capsys):
+    from tcpemu.packetdrill import cli
+
+    script = tmp_path / "s.pkt"
+    script.write_text("0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n")
+    args = _args(argv=[a.format(script=script) for a in argv])
+    assert cli.cli_main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_collects_scripts_from_directories(tmp_path):
+    from tcpemu.packetdrill import cli
+
+    (tmp_path / "b").mkdir()
+    for name in ("b/z.pkt", "a.pkt", "b/readme.txt"):
+        (tmp_path / name).write_text("")
+    assert cli.collect_scripts([str(tmp_path)]) == [str(tmp_path / "a.pkt"), str(tmp_path / "b" / "z.pkt")]
