@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .core import seq_diff
-from .wire import FLAGS, OptionKind, TcpFlags, TcpOption
+from ._state import seq_diff
+from .wire import ETH_HLEN, FLAGS, OptionKind, Segment, TcpFlags, TcpOption
 
 _ACK = int(TcpFlags.ACK)
 _SACK = int(OptionKind.SACK)
@@ -53,3 +53,23 @@ def format_fields(
     if note:
         line += f" [{note}]"
     return line
+
+
+# A connection's trace keeps, per segment, (time, "<" or ">", seq, ack, flags,
+# window, option bytes, payload length, note), and per event (time, "!",
+# text): numbers, strings and bytes only, so that the collector stops
+# walking a record after its first pass (a deep trace of Messages and
+# TcpOptions, which it walks for ever, made every full collection long),
+# and without the payload (1,000 full segments are 1.4 MB per connection).
+TraceRecord = tuple[object, ...]
+
+
+def _record(t: float, direction: str, seg: Segment, options: bytes, note: str = "") -> TraceRecord:
+    return (t, direction, seg.seq, seg.ack, int(seg.flags), seg.window, options, len(seg.payload), note)
+
+
+def _template_options(frame: bytes) -> bytes:
+    """The TCP option bytes of a frame a template built (no IP options or
+    IPv6 extension headers)."""
+    tcp = ETH_HLEN + (20 if frame[12:14] == b"\x08\x00" else 40)
+    return frame[tcp + 20 : tcp + (frame[tcp + 12] >> 4) * 4]

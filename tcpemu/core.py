@@ -370,17 +370,22 @@ class ConnectionCore(_OptionsMixin, _RetransmitMixin, _ReceiveBufferMixin):
 
     # ------------------------------------------------------------- receiving
 
-    def receive(self, seg: Segment, now: float) -> Message:
-        """Take one segment from the peer; returns the queued :class:`Message`."""
+    def receive(self, seg: Segment, now: float, *, predicted: bool = False) -> Message:
+        """Take one segment from the peer; returns the queued :class:`Message`.
+
+        ``predicted=True``: the caller has just had :meth:`receive_predicted`
+        turn this segment down, so it is not tried again.
+        """
         if self.dst_port is None:
             self.dst_port = seg.src_port
         fl = int(seg.flags)
-        # the common case first; receive_predicted alone decides what it takes
-        msg = self.receive_predicted(
-            seg.seq, seg.ack, fl, seg.window, seg.urgent, seg.options, seg.payload, now
-        )
-        if msg is not None:
-            return msg
+        if not predicted:
+            # the common case first; receive_predicted alone decides what it takes
+            msg = self.receive_predicted(
+                seg.seq, seg.ack, fl, seg.window, seg.urgent, seg.options, seg.payload, now
+            )
+            if msg is not None:
+                return msg
         c = self._counters
         c.segments_received += 1
         self._now = now

@@ -384,6 +384,16 @@ _UNSUPPORTED_CALLS: Final = {
 }
 
 
+_UNSUPPORTED_WORDS: Final = (
+    ("FASTOPEN", "TCP Fast Open"),
+    ("ZEROCOPY", "zero-copy"),
+    ("MD5SIG", "MD5 signatures"),
+    ("TCP_AO", "TCP-AO"),
+    ("TCP_ULP", "upper layer protocols (TCP_ULP)"),
+    ("msg_control", "control messages"),
+)
+
+
 def _split_call(rest: str, line: int) -> tuple[str, str]:
     """The argument text of ``name(...)`` and what follows the closing parenthesis."""
     depth, quote = 1, False
@@ -408,6 +418,9 @@ def _syscall(text: str, line: int) -> SyscallEvent:
         raise Unsupported(_UNSUPPORTED_CALLS[name], line)
     if name not in SYSCALLS:
         raise Unsupported(f"system call {name}()", line)
+    for word, construct in _UNSUPPORTED_WORDS:
+        if word in text:
+            raise Unsupported(construct, line)
     inner, after = _split_call(m.group("rest"), line)
     reader = _Expr(inner + ")", line)
     args = reader.items(")")

@@ -600,6 +600,8 @@ class _Run:
         except AssertionError as exc:
             raise _Failure(event.line, f"%{{ }}% assertion failed: {exc}", expected=code.strip()) from None
         except NameError as exc:
+            if "SK_MEMINFO" in str(exc):
+                raise Unsupported("SK_MEMINFO_* in %{ }%", event.line) from None
             raise _Failure(event.line, f"%{{ }}%: {exc}", expected=code.strip()) from None
         except SyntaxError as exc:
             raise Unsupported(f"%{{ }}% code that is not Python 3 ({exc.msg})", event.line) from None

@@ -28,6 +28,7 @@ from tcpemu import (
     UsageError,
     WouldBlock,
     _engine,
+    _receive_path,
 )
 from tcpemu._engine import BATCH, FAIR_BATCHES
 from tcpemu.wire import FLAGS, Frame, Segment, TcpOption, build_frame, parse_frame_untrusted
@@ -500,9 +501,9 @@ async def test_header_prediction_takes_segments_as_the_full_path_does(engine_and
 async def test_the_trace_reads_the_same_either_path_and_keeps_no_payload(autojump_clock):
     ts = (TcpOption(1), TcpOption(1), TcpOption.timestamps(100, 0))
     traces, predicted = [], []
-    for fast_path in (_engine.predict_untrusted, lambda frame: None):  # prediction on, then off
+    for fast_path in (_receive_path.predict_untrusted, lambda frame: None):  # prediction on, then off
         emu, peer_link = MemoryLink.pair()
-        with mock.patch.object(_engine, "predict_untrusted", fast_path):
+        with mock.patch.object(_receive_path, "predict_untrusted", fast_path):
             async with tcpemu.open_engine(link=emu, seed=42) as engine:
                 peer = Peer(peer_link)
                 conn, snd = await open_server(engine, peer)
