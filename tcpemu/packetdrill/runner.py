@@ -35,9 +35,10 @@ import trio
 
 from .. import _engine
 from .. import lab as lab_mod
-from .._engine import Connection, Engine, open_engine
+from .._engine import Connection, Engine
 from .._errors import TcpemuError, UsageError
 from .._netns import netns_path, run_in_netns
+from .._open import open_engine
 from ..core import SERVER, Message
 from ..notation import (
     SegmentPattern,
@@ -46,7 +47,7 @@ from ..notation import (
     compare,
     format_segment,
 )
-from ..wire import OptionKind, TcpFlags
+from ..wire import OptionKind, TcpFlags, TcpOption
 from . import syscalls
 from .parse import (
     CodeEvent,
@@ -457,13 +458,23 @@ class _Run:
         return actual_time
 
     def _format(self, msg: Message) -> str:
+        """The stack's segment as the script would write it: relative numbers, and its TS val
+        on the script's clock once that is known."""
         assert self.conn is not None
+        options = msg.options
+        if self.ts_offset is not None:
+            options = tuple(
+                TcpOption.timestamps((o.value()[0] - self.ts_offset) % 2**32, o.value()[1])  # type: ignore[index]
+                if o.kind == OptionKind.TIMESTAMP and len(o.data) == 8
+                else o
+                for o in options
+            )
         return format_segment(
             msg.flags,
             msg.seq,
             msg.ack,
             msg.window,
-            msg.options,
+            options,
             len(msg.payload),
             urgent=msg.urgent,
             seq_base=self.peer_isn,
