@@ -6,7 +6,7 @@ interface against the TCP stack under test.  See README.md and docs/.
 
 from __future__ import annotations
 
-from ._engine import Connection, Engine, EngineStatistics, Listener, ListenerStatistics, open_engine
+from ._engine import Connection, Engine, EngineStatistics, Listener, ListenerStatistics
 from ._errors import (
     ConnectionBrokenError,
     ConnectionClosedError,
@@ -20,6 +20,7 @@ from ._errors import (
     WouldBlock,
 )
 from ._io import MemoryLink, PacketLink, PacketRing
+from ._open import open_engine
 from .core import (
     AUTO,
     CLIENT,

@@ -70,7 +70,6 @@ __all__ = [
     "Listener",
     "ListenerStatistics",
     "engines_on",
-    "open_engine",
 ]
 
 log = logging.getLogger("tcpemu.engine")
@@ -687,8 +686,3 @@ def engines_on(netns: str | None, ifname: str) -> list[Engine]:
     """The engines open now in this process on interface ``ifname`` of namespace ``netns``
     (as passed to :func:`open_engine`)."""
     return [e for e in list(_OPEN) if e._where == (netns, ifname) and not e._closed]
-
-
-# open_engine builds an Engine, so it lives in _open; it is re-exported here for
-# the modules that take the whole engine API from this one
-from ._open import open_engine  # noqa: E402

@@ -47,8 +47,9 @@ from typing import Any
 
 import pytest
 
-from ._engine import ENGINE_CONTEXT, Connection, Engine, EngineContext, open_engine
+from ._engine import ENGINE_CONTEXT, Connection, Engine, EngineContext
 from ._errors import UsageError
+from ._open import open_engine
 from .cli import privilege_problem
 from .core import CLIENT, SERVER, Mode
 from .faults import Faults

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ._engine import Connection, Listener, open_engine
+from ._engine import Connection, Listener
 from ._errors import TcpemuError, TcpemuTimeoutError, UsageError
+from ._open import open_engine
 from .faults import Faults
 from .lab import Lab, connect_nowait, open_lab
 from .tcpinfo import tcp_state

@@ -35,8 +35,9 @@ from dataclasses import dataclass
 
 import trio
 
-from ._engine import Connection, Engine, open_engine
+from ._engine import Connection, Engine
 from ._errors import TcpemuError, TcpemuTimeoutError, UsageError
+from ._open import open_engine
 from .core import QUIET, Mode, TcpState
 from .lab import Direction, Lab, connect_nowait, open_lab
 from .sockdiag import find_tcp_socket

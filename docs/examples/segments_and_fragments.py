@@ -22,7 +22,7 @@ async def main() -> None:
 
         # a segment with a broken checksum, then the same one intact
         spec = conn.segment(b"one", ttl=3, tos=0x01, flags=TcpFlags.ACK | TcpFlags.PSH)
-        await conn.send_frames([malform.corrupt_tcp_checksum(spec.encode(conn))])
+        await conn.send_frames([malform.corrupt_tcp_checksum(spec.encode())])
         await conn.send_segments(spec)
         conn.update_sent_seq(3)
 
@@ -32,7 +32,7 @@ async def main() -> None:
         conn.update_sent_seq(14)
 
         # one segment as three IP fragments, the last one first
-        frame = conn.segment(b"F" * 100, df=False, ip_id=99).encode(conn)
+        frame = conn.segment(b"F" * 100, df=False, ip_id=99).encode()
         await conn.send_frames(malform.fragment_ipv4(frame, [(64, 120), (0, 32), (32, 64)]))
         conn.update_sent_seq(100)
 

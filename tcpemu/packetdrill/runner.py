@@ -16,13 +16,17 @@ sent through that map.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import functools
+import json
 import logging
 import os
 import pathlib
 import random
 import shutil
 import socket
+import sys
 import tempfile
 import textwrap
 import time
@@ -826,27 +830,76 @@ async def run_scripts(
     on_result: Callable[[Result], object] | None = None,
     **kwargs: Any,
 ) -> list[Result]:
-    """Run scripts, ``jobs`` at a time (each in its own lab); results in the order given.
+    """Run scripts and return their results in the order given.
 
-    ``on_result`` is called with each result as it comes (in the order given when ``jobs`` is 1).
-    Other keyword arguments go to :func:`run_script`.
+    ``jobs`` above 1 runs that many at once against the kernel, each in its
+    own lab and its own process (so that one script's work does not delay
+    another's clock); over a link they run one at a time.  ``on_result`` is
+    called with each result as it comes.  Other keyword arguments go to
+    :func:`run_script`.
     """
     if jobs < 1:
         raise UsageError(f"jobs must be at least 1, got {jobs}")
     results: list[Result | None] = [None] * len(paths)
-    limit = trio.CapacityLimiter(jobs)
+    target = kwargs.get("target")
+    apart = jobs > 1 and (target is None or isinstance(target, LabTarget))
+    limit = trio.CapacityLimiter(jobs if apart else 1)
 
     async def one(i: int, path: str | os.PathLike[str]) -> None:
         async with limit:
-            results[i] = result = await run_script(path, **kwargs)
+            if apart:
+                result = await _run_in_process(path, kwargs)
+            else:
+                result = await run_script(path, **kwargs)
+            results[i] = result
         if on_result is not None:
             on_result(result)
 
-    if jobs == 1:
+    async with trio.open_nursery() as nursery:
         for i, p in enumerate(paths):
-            await one(i, p)
-    else:
-        async with trio.open_nursery() as nursery:
-            for i, p in enumerate(paths):
+            if apart:
                 nursery.start_soon(one, i, p)
+            else:
+                await one(i, p)
     return [r for r in results if r is not None]
+
+
+async def _run_in_process(path: str | os.PathLike[str], kwargs: Mapping[str, Any]) -> Result:
+    """:func:`run_script` in a child process of its own; the result comes back as JSON."""
+    target = kwargs.get("target")
+    spec = {
+        "path": os.fspath(path),
+        "sysctls": dict(target.sysctls) if isinstance(target, LabTarget) else {},
+        **{
+            k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in kwargs.items() if k != "target"
+        },
+    }
+    proc = await trio.run_process(
+        [sys.executable, "-m", "tcpemu.packetdrill.runner"],
+        stdin=json.dumps(spec).encode(),
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    try:
+        return Result(**json.loads(proc.stdout.decode().strip().splitlines()[-1]))
+    except (ValueError, IndexError, TypeError):
+        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        return Result(
+            os.fspath(path),
+            "FAIL",
+            f"error: the runner's process failed: {err[-1] if err else proc.returncode}",
+        )
+
+
+def _child() -> None:
+    """The child of :func:`_run_in_process`: a spec on stdin, the Result as JSON on stdout."""
+    spec = json.loads(sys.stdin.read())
+    path = spec.pop("path")
+    target = LabTarget(spec.pop("sysctls"))
+    result = trio.run(functools.partial(run_script, path, target=target, **spec))
+    print(json.dumps(dataclasses.asdict(result)))
+
+
+if __name__ == "__main__":
+    _child()
