@@ -26,6 +26,7 @@ import pathlib
 import random
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -832,73 +833,79 @@ async def run_scripts(
 ) -> list[Result]:
     """Run scripts and return their results in the order given.
 
-    ``jobs`` above 1 runs that many at once against the kernel, each in its
-    own lab and its own process (so that one script's work does not delay
-    another's clock); over a link they run one at a time.  ``on_result`` is
-    called with each result as it comes.  Other keyword arguments go to
-    :func:`run_script`.
+    ``jobs`` above 1 runs that many at once against the kernel, each script
+    in its own lab, in ``jobs`` worker processes (so that one script's work
+    does not delay another's clock); over a link they run one at a time.
+    ``on_result`` is called with each result as it comes.  Other keyword
+    arguments go to :func:`run_script`.
     """
     if jobs < 1:
         raise UsageError(f"jobs must be at least 1, got {jobs}")
     results: list[Result | None] = [None] * len(paths)
     target = kwargs.get("target")
-    apart = jobs > 1 and (target is None or isinstance(target, LabTarget))
-    limit = trio.CapacityLimiter(jobs if apart else 1)
 
-    async def one(i: int, path: str | os.PathLike[str]) -> None:
-        async with limit:
-            if apart:
-                result = await _run_in_process(path, kwargs)
-            else:
-                result = await run_script(path, **kwargs)
-            results[i] = result
+    def done(i: int, result: Result) -> None:
+        results[i] = result
         if on_result is not None:
             on_result(result)
 
-    async with trio.open_nursery() as nursery:
+    if jobs == 1 or not (target is None or isinstance(target, LabTarget)):
         for i, p in enumerate(paths):
-            if apart:
-                nursery.start_soon(one, i, p)
-            else:
-                await one(i, p)
+            done(i, await run_script(p, **kwargs))
+    else:
+        send, receive = trio.open_memory_channel[tuple[int, str | os.PathLike[str]]](len(paths))
+        for item in enumerate(paths):
+            send.send_nowait(item)
+        send.close()
+        async with trio.open_nursery() as nursery:
+            for _ in range(min(jobs, len(paths))):
+                nursery.start_soon(_worker, receive.clone(), kwargs, done)
     return [r for r in results if r is not None]
 
 
-async def _run_in_process(path: str | os.PathLike[str], kwargs: Mapping[str, Any]) -> Result:
-    """:func:`run_script` in a child process of its own; the result comes back as JSON."""
+async def _worker(
+    jobs: trio.MemoryReceiveChannel[tuple[int, str | os.PathLike[str]]],
+    kwargs: Mapping[str, Any],
+    done: Callable[[int, Result], None],
+) -> None:
+    """One child process running scripts one after the other: a spec per line on its
+    stdin, a :class:`Result` as JSON per line on its stdout."""
     target = kwargs.get("target")
-    spec = {
-        "path": os.fspath(path),
-        "sysctls": dict(target.sysctls) if isinstance(target, LabTarget) else {},
-        **{
-            k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in kwargs.items() if k != "target"
-        },
+    common = {
+        k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in kwargs.items() if k != "target"
     }
-    proc = await trio.run_process(
-        [sys.executable, "-m", "tcpemu.packetdrill.runner"],
-        stdin=json.dumps(spec).encode(),
-        capture_stdout=True,
-        capture_stderr=True,
-        check=False,
+    common["sysctls"] = dict(target.sysctls) if isinstance(target, LabTarget) else {}
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "tcpemu.packetdrill.runner"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
+    assert proc.stdin is not None and proc.stdout is not None
+    pending = b""
     try:
-        return Result(**json.loads(proc.stdout.decode().strip().splitlines()[-1]))
-    except (ValueError, IndexError, TypeError):
-        err = proc.stderr.decode(errors="replace").strip().splitlines()
-        return Result(
-            os.fspath(path),
-            "FAIL",
-            f"error: the runner's process failed: {err[-1] if err else proc.returncode}",
-        )
+        async with jobs:
+            async for i, path in jobs:
+                await proc.stdin.send_all(json.dumps({"path": os.fspath(path), **common}).encode() + b"\n")
+                while b"\n" not in pending:
+                    chunk = await proc.stdout.receive_some()
+                    if not chunk:
+                        done(i, Result(os.fspath(path), "FAIL", "error: the runner's worker process ended"))
+                        return
+                    pending += chunk
+                line, pending = pending.split(b"\n", 1)
+                done(i, Result(**json.loads(line)))
+    finally:
+        await proc.stdin.aclose()
+        with trio.CancelScope(shield=True):
+            await proc.wait()
 
 
 def _child() -> None:
-    """The child of :func:`_run_in_process`: a spec on stdin, the Result as JSON on stdout."""
-    spec = json.loads(sys.stdin.read())
-    path = spec.pop("path")
-    target = LabTarget(spec.pop("sysctls"))
-    result = trio.run(functools.partial(run_script, path, target=target, **spec))
-    print(json.dumps(dataclasses.asdict(result)))
+    """A worker process of :func:`run_scripts`: specs in, results out, one JSON line each."""
+    for line in sys.stdin:
+        spec = json.loads(line)
+        path = spec.pop("path")
+        target = LabTarget(spec.pop("sysctls"))
+        result = trio.run(functools.partial(run_script, path, target=target, **spec))
+        print(json.dumps(dataclasses.asdict(result)), flush=True)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import tcpemu
 from tcpemu import notation
 from tcpemu.lab import connect_nowait
 from tcpemu.packetdrill import cli
-from tcpemu.packetdrill.runner import LinkTarget, run_script
+from tcpemu.packetdrill.runner import LinkTarget, run_script, run_scripts
 
 from .conftest import EMU_PORT, family
 
@@ -186,3 +186,13 @@ async def test_notation_expect_and_send_against_the_kernel(tcpemu_lab, tcpemu_en
     assert await iut.recv(10) == b"hello"
     await notation.expect_nothing(conn, for_=0.1)
     iut.close()
+
+
+async def test_jobs_run_in_worker_processes_and_keep_the_order():
+    paths = [SCRIPTS / "fail" / "wrong_ack.pkt", SCRIPTS / "pass" / "passive_open_data_close.pkt"] * 2
+    seen = []
+    results = await run_scripts(paths, jobs=2, on_result=seen.append)
+    assert [r.verdict for r in results] == ["FAIL", "PASS", "FAIL", "PASS"]
+    assert [r.path for r in results] == [str(p) for p in paths]
+    assert results[0].line == 12 and "ack: expected 1002, got 1001" in results[0].reason
+    assert sorted(id(r) for r in seen) == sorted(id(r) for r in results)
