@@ -236,6 +236,7 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
         wscale: int | None = None,
         sack: bool = False,
         timestamps: bool | None = None,
+        ts_start: int | None = None,
     ) -> Connection:
         """Create an emulated connection.
 
@@ -257,7 +258,8 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
         it, ``window`` is in bytes and may exceed 65535), ``sack`` the
         SACK-permitted option (then ACKs carry SACK blocks for data held out
         of order), ``timestamps`` True/False, or None to send them exactly
-        when the peer's SYN did (as the old API did).  The emulator honours
+        when the peer's SYN did (as the old API did); ``ts_start`` the first
+        TSval we send (default: drawn from the engine's random source).  The emulator honours
         what both sides negotiated: window scaling both ways, timestamps on
         every segment.
         """
@@ -294,7 +296,7 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
             wscale=wscale,
             sack=sack,
             timestamps=timestamps,
-            ts_start=self._rng.getrandbits(32),
+            ts_start=self._rng.getrandbits(32) if ts_start is None else ts_start,
         )
         self._label_seq += 1
         conn = Connection(

@@ -40,10 +40,25 @@ class Message(NamedTuple):
     urgent: int = 0
     scaled_window: int | None = None
     """The window in bytes, the peer's window scale applied (None: the same as ``window``)."""
+    seq_base: int | None = None
+    """The peer's ISN when this arrived (None: not known yet): ``rel_seq`` counts from it."""
+    ack_base: int | None = None
+    """Our ISN once our SYN was sent (None before): ``rel_ack`` counts from it."""
 
     @property
     def window_bytes(self) -> int:
         return self.window if self.scaled_window is None else self.scaled_window
+
+    @property
+    def rel_seq(self) -> int:
+        """seq relative to the peer's ISN, as the trace and packetdrill write it (absolute
+        while the ISN is unknown)."""
+        return self.seq if self.seq_base is None else (self.seq - self.seq_base) % (1 << 32)
+
+    @property
+    def rel_ack(self) -> int:
+        """ack relative to our ISN (absolute before our SYN was sent)."""
+        return self.ack if self.ack_base is None else (self.ack - self.ack_base) % (1 << 32)
 
     @property
     def retransmit(self) -> bool:

@@ -458,7 +458,11 @@ class ConnectionCore(_OptionsMixin, _RetransmitMixin, _ReceiveBufferMixin):
             self.last_win_got = window if scaled is None else scaled
         flags = FLAGS[fl]  # the wire and the predictor keep 9 bits
         # tuple.__new__ as NamedTuple._make does, without the Python-level __new__: one per segment
-        msg = _new_tuple(Message, (seq, ack, flags, window, options, payload, kind, now, urgent, scaled))
+        ack_base = self.iss if self.syn_sent else None
+        msg = _new_tuple(
+            Message,
+            (seq, ack, flags, window, options, payload, kind, now, urgent, scaled, self.irs, ack_base),
+        )
         if len(self._queue) >= self.max_queue:
             # Newest is dropped, as a bounded channel would refuse it; the
             # receive state above has moved all the same.

@@ -673,3 +673,15 @@ class TestOptions:
             ConnectionCore(SERVER, src_port=1, dst_port=None, isn=0, wscale=15)
         with pytest.raises(UsageError, match="window must be"):
             ConnectionCore(SERVER, src_port=1, dst_port=None, isn=0, window=70000)
+
+
+def test_messages_carry_their_relative_numbers(established):
+    """Message.rel_seq / rel_ack count from the ISNs, as the trace and packetdrill do."""
+    msg = established.receive(seg(IRS + 1, ISS + 1, A | P, b"abc"), 1.0)
+    assert (msg.rel_seq, msg.rel_ack) == (1, 1)
+    wrapped = ConnectionCore(SERVER, src_port=20000, dst_port=None, isn=(1 << 32) - 1)
+    syn = wrapped.receive(seg((1 << 32) - 2, flags=S), 0.0)
+    assert (syn.rel_seq, syn.seq_base, syn.ack_base) == (0, (1 << 32) - 2, None)
+    wrapped.syn_ack(0.0)
+    ack = wrapped.receive(seg((1 << 32) - 1, 0), 0.1)  # both numbers wrap around 2**32
+    assert (ack.rel_seq, ack.rel_ack) == (1, 1)

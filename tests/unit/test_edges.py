@@ -535,3 +535,17 @@ async def test_received_frames_to_a_mac_are_what_the_capture_shows(engine_and_pe
     with trio.move_on_after(1):
         await conn.recv_msg()
     assert len(conn.trace()) == lines
+
+
+async def test_the_ts_start_value_is_the_tests_choice(engine_and_peer, autojump_clock):
+    """issue 15: a connection's first TSval is chosen at creation."""
+    engine, peer = engine_and_peer
+    conn = server(engine, timestamps=True, ts_start=1000)
+    peer.send(7000, flags=S, options=(TcpOption.timestamps(5, 0),))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.wait_open, 5)
+        synack = await peer.expect()
+        peer.send(7001, synack.seq + 1, options=(TcpOption.timestamps(6, 1000),))
+    assert tsval(synack) == 1000
+    with pytest.raises(UsageError, match="ts_start"):
+        server(engine, remote_port=1, ts_start=-1)
