@@ -451,8 +451,6 @@ def _packet(text: str, line: int) -> PacketEvent:
         raise Unsupported(f"TCP option {kind}", line)
     if re.search(r"\[\s*(tos|ttl|flowlabel|hlim)", rest):
         raise Unsupported("IP header fields other than ECN marks", line)
-    if direction == ">" and re.match(r"^\[[^\]]*\]", rest):
-        raise Unsupported("ECN marks checked on outbound packets", line)
     try:
         pattern = parse_segment(rest, omitted_options="none")
     except UsageError as exc:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import functools
+import itertools
 import json
 import logging
 import os
@@ -26,11 +27,13 @@ import pathlib
 import random
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -41,9 +44,10 @@ import trio
 from .. import _engine
 from .. import lab as lab_mod
 from .._engine import Connection, Engine
-from .._errors import TcpemuError, UsageError
+from .._errors import MalformedFrameError, TcpemuError, UsageError
 from .._netns import netns_path, run_in_netns
 from .._open import open_engine
+from ..capture import INBOUND, PcapngWriter
 from ..core import SERVER, Message
 from ..notation import (
     SegmentPattern,
@@ -52,7 +56,7 @@ from ..notation import (
     compare,
     format_segment,
 )
-from ..wire import OptionKind, TcpFlags, TcpOption
+from ..wire import OptionKind, TcpFlags, TcpOption, classify_untrusted
 from . import syscalls
 from .parse import (
     CodeEvent,
@@ -160,6 +164,42 @@ def summary(results: Sequence[Result]) -> str:
     """``N passed, N failed, N skipped``."""
     count = {v: sum(1 for r in results if r.verdict == v) for v in ("PASS", "FAIL", "SKIP")}
     return f"{count['PASS']} passed, {count['FAIL']} failed, {count['SKIP']} skipped"
+
+
+_captures = itertools.count(1)
+_ECN_BITS: Final = {"noecn": (0,), "ect1": (1,), "ect0": (2,), "ce": (3,), "ect01": (1, 2)}
+_ECN_NAMES: Final = {0: "noecn", 1: "ect1", 2: "ect0", 3: "ce"}
+
+
+class _EcnTap(PcapngWriter):
+    """The run's capture, which also notes the ECN bits of the IP header of every TCP
+    frame the stack sends (a Message carries TCP fields only)."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        super().__init__(path, ifname="tester")
+        self.marks: deque[tuple[int, int, int, int]] = deque(maxlen=4096)  # (seq, ack, flags, ecn)
+
+    def write_batch(self, frames: list[bytes], direction: int) -> None:
+        super().write_batch(frames, direction)
+        if direction != INBOUND:
+            return
+        for frame in frames:
+            try:
+                _, _, start, _ = classify_untrusted(frame)
+            except MalformedFrameError:
+                continue
+            tos = frame[15] if frame[12:14] == b"\x08\x00" else ((frame[14] & 0x0F) << 4) | (frame[15] >> 4)
+            seq, ack, off_flags = struct.unpack_from("!IIH", frame, start + 4)
+            self.marks.append((seq, ack, off_flags & 0x1FF, tos & 3))
+
+    def ecn_of(self, msg: Message) -> int | None:
+        """The ECN bits of the frame that carried ``msg`` (the oldest one noted with its numbers)."""
+        key = (msg.seq, msg.ack, int(msg.flags))
+        while self.marks:
+            seq, ack, flags, ecn = self.marks.popleft()
+            if (seq, ack, flags) == key:
+                return ecn
+        return None
 
 
 class _Failure(Exception):
@@ -458,6 +498,15 @@ class _Run:
             raise _Failure(
                 event.line, "packet differs: " + "; ".join(diffs), expected=f"> {want}", actual=got
             )
+        if want.ecn is not None:
+            tap = self.setup.engine.capture
+            got_ecn = tap.ecn_of(msg) if isinstance(tap, _EcnTap) else None
+            if got_ecn not in _ECN_BITS[want.ecn]:
+                name = "unknown" if got_ecn is None else _ECN_NAMES[got_ecn]
+                raise _Failure(
+                    event.line, f"packet differs: ECN: expected [{want.ecn}], got [{name}]",
+                    expected=f"> {want}", actual=f"> [{name}] {self._format(msg)}",
+                )  # fmt: skip
         self._learn_ts(want, msg)
         self._check_time(event, f"> {want}", start, end, actual_time)
         return actual_time
@@ -717,9 +766,10 @@ async def run_script(
         return Result(path, "SKIP", "unsupported: system calls without a syscall handler (--link)")
     rng = random.Random(seed)
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="tcpemu-packetdrill-"))
-    capture: pathlib.Path | None = workdir / (pathlib.Path(path).stem + ".pcapng")
+    capture = workdir / (pathlib.Path(path).stem + ".pcapng")
     if artifacts is None and _engine.CAPTURE_DIR is not None:
-        capture = None  # under pytest: the plugin names the capture and attaches it to a failure
+        # under pytest: in the plugin's directory, which it attaches to a failing test's report
+        capture = _engine.CAPTURE_DIR / f"packetdrill-{pathlib.Path(path).stem}-{next(_captures)}.pcapng"
     result: Result
     run: _Run | None = None
     try:
@@ -749,7 +799,7 @@ async def run_script(
     if result.verdict == "FAIL" and artifacts is not None:
         keep = pathlib.Path(artifacts)
         keep.mkdir(parents=True, exist_ok=True)
-        if capture is not None and capture.exists():
+        if capture.exists() and capture.is_relative_to(workdir):
             dest = keep / capture.name
             shutil.move(str(capture), dest)
             result.capture = str(dest)
@@ -762,7 +812,7 @@ async def _open_target(
     stack: AsyncExitStack,
     target: LabTarget | LinkTarget,
     v6: bool,
-    capture: pathlib.Path | None,
+    capture: pathlib.Path,
     flags: Mapping[str, str],
     rng: random.Random,
 ) -> _Setup:
@@ -771,7 +821,10 @@ async def _open_target(
     if isinstance(target, LinkTarget):
         engine = await stack.enter_async_context(
             open_engine(
-                target.ifname, netns=target.netns, capture=capture, rng=random.Random(rng.getrandbits(64))
+                target.ifname,
+                netns=target.netns,
+                capture=_EcnTap(capture),
+                rng=random.Random(rng.getrandbits(64)),
             )
         )
         stack_mac = target.local_mac
@@ -808,7 +861,10 @@ async def _open_target(
     version = 6 if v6 else 4
     engine = await stack.enter_async_context(
         open_engine(
-            lab.tst.ifname, netns=lab.tst.netns, capture=capture, rng=random.Random(rng.getrandbits(64))
+            lab.tst.ifname,
+            netns=lab.tst.netns,
+            capture=_EcnTap(capture),
+            rng=random.Random(rng.getrandbits(64)),
         )
     )
     stack_ip, tester_ip = str(lab.iut.address(version)), str(lab.tst.address(version))

@@ -35,6 +35,7 @@ MUST_FAIL = {
     "missing_segment.pkt": (10, ["missing: no packet from the stack"]),
     "wrong_errno.pkt": (7, ["read() returned -1 ECONNREFUSED"]),
     "late_segment.pkt": (9, ["timing:", "late by"]),
+    "wrong_ecn_mark.pkt": (13, ["ECN: expected [noecn], got [ect0]"]),
 }
 
 

@@ -140,7 +140,7 @@ def test_bad_timing_is_named():
         ("+0 sendfile(4, 5, ..., 100) = 100", "sendfile()"),
         ("+0 epoll_create(1) = 5", "epoll"),
         ("+0 frobnicate(1) = 0", "system call frobnicate()"),
-        ("+0 > [ect0] . 1:1(0) ack 1", "ECN marks checked on outbound packets"),
+        ("+0 > [tos 0x4] . 1:1(0) ack 1", "IP header fields other than ECN marks"),
         ("+0 sendto(3, ..., 1000, MSG_FASTOPEN, ..., ...) = 1000", "TCP Fast Open"),
         ("+0 setsockopt(3, SOL_SOCKET, SO_ZEROCOPY, [1], 4) = 0", "zero-copy"),
         ("+0 setsockopt(3, SOL_TCP, TCP_MD5SIG, [1], 4) = 0", "MD5 signatures"),
