@@ -22,6 +22,7 @@ import functools
 import itertools
 import json
 import logging
+import math
 import os
 import pathlib
 import random
@@ -318,6 +319,8 @@ class _Run:
         self.conn: Connection | None = None
         self.peer_isn: int | None = None  # the stack's ISN, from its SYN or SYN-ACK
         self.ts_offset: int | None = None  # stack's TS val minus the script's
+        tick = script.flags.get("tcp_ts_tick_usecs")
+        self.ts_tick = float(tick) / 1e6 if tick else None  # seconds per TS val tick, when checked
         self.t0 = 0.0
         self.last = 0.0  # the previous event's actual time, in script seconds
         self.last_script = 0.0  # ... and its script time
@@ -507,7 +510,7 @@ class _Run:
                     event.line, f"packet differs: ECN: expected [{want.ecn}], got [{name}]",
                     expected=f"> {want}", actual=f"> [{name}] {self._format(msg)}",
                 )  # fmt: skip
-        self._learn_ts(want, msg)
+        self._learn_ts(event, want, msg)
         self._check_time(event, f"> {want}", start, end, actual_time)
         return actual_time
 
@@ -535,13 +538,31 @@ class _Run:
             ack_base=self.conn.core.iss,
         )
 
-    def _learn_ts(self, want: SegmentPattern, msg: Message) -> None:
-        if self.ts_offset is not None or not want.options:
+    def _learn_ts(self, event: Event, want: SegmentPattern, msg: Message) -> None:
+        """Map the script's TS values onto the stack's clock with the first one seen; with
+        ``--tcp_ts_tick_usecs``, check the later ones against it (within the tolerance)."""
+        if not want.options:
             return
         pattern = next((o for o in want.options if o.kind == OptionKind.TIMESTAMP), None)
         got = msg.timestamps
-        if pattern is not None and got is not None and pattern.values[0] is not None:
+        if pattern is None or got is None or pattern.values[0] is None:
+            return
+        if self.ts_offset is None:
             self.ts_offset = (got[0] - pattern.values[0]) % 2**32
+            return
+        if self.ts_tick is None:
+            return
+        mapped = (got[0] - self.ts_offset) % 2**32
+        error = mapped - pattern.values[0]
+        allowed = math.ceil(self._tolerance(self.last) / self.ts_tick) + 1
+        if abs(error) > allowed:
+            raise _Failure(
+                event.line,
+                f"packet differs: TS val: expected {pattern.values[0]}, got {mapped} "
+                f"(the stack's clock, {allowed} ticks allowed)",
+                expected=f"> {want}",
+                actual="> " + self._format(msg),
+            )
 
     # syscalls ------------------------------------------------------------
 
@@ -767,9 +788,11 @@ async def run_script(
     rng = random.Random(seed)
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="tcpemu-packetdrill-"))
     capture = workdir / (pathlib.Path(path).stem + ".pcapng")
-    if artifacts is None and _engine.CAPTURE_DIR is not None:
+    harness = _engine.ENGINE_CONTEXT.get()
+    harness_dir = harness.capture_dir if harness is not None else _engine.CAPTURE_DIR
+    if artifacts is None and harness_dir is not None:
         # under pytest: in the plugin's directory, which it attaches to a failing test's report
-        capture = _engine.CAPTURE_DIR / f"packetdrill-{pathlib.Path(path).stem}-{next(_captures)}.pcapng"
+        capture = harness_dir / f"packetdrill-{pathlib.Path(path).stem}-{next(_captures)}.pcapng"
     result: Result
     run: _Run | None = None
     try:

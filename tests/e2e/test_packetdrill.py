@@ -197,3 +197,24 @@ async def test_jobs_run_in_worker_processes_and_keep_the_order():
     assert [r.path for r in results] == [str(p) for p in paths]
     assert results[0].line == 12 and "ack: expected 1002, got 1001" in results[0].reason
     assert sorted(id(r) for r in seen) == sorted(id(r) for r in results)
+
+
+TICK_SCRIPT = """--tcp_ts_tick_usecs=1000
+--tolerance_usecs=10000
+0     socket(..., SOCK_STREAM, IPPROTO_TCP) = 3
++0    fcntl(3, F_SETFL, O_RDWR|O_NONBLOCK) = 0
++0    connect(3, ..., ...) = -1 EINPROGRESS (Operation now in progress)
++0    > S 0:0(0) <mss 1460,sackOK,TS val 100 ecr 0,nop,wscale 7>
++.1   < S. 0:0(0) ack 1 win 5792 <mss 1200,sackOK,TS val 700 ecr 100,nop,wscale 6>
++0    > . 1:1(0) ack 1 <nop,nop,TS val {tsval} ecr 700>
+"""
+
+
+@pytest.mark.parametrize("tsval, verdict", [(200, "PASS"), (150, "FAIL")])
+async def test_ts_val_is_checked_against_the_tick_when_the_script_gives_one(tsval, verdict):
+    """With --tcp_ts_tick_usecs=1000 the kernel's TS val moves 1 a millisecond: 100 ms after
+    the SYN's 100 it says about 200, never 150."""
+    result = await run_script("tick.pkt", text=TICK_SCRIPT.format(tsval=tsval))
+    assert result.verdict == verdict, result.line_text()
+    if verdict == "FAIL":
+        assert result.line == 8 and "TS val: expected 150, got 2" in result.reason
