@@ -439,15 +439,22 @@ def format_segment(
 def format_message(msg: Message | Segment, conn: Connection | None = None, *, sent: bool = False) -> str:
     """A received :class:`~tcpemu.Message` (or a :class:`~tcpemu.Segment` we ``sent``) in notation.
 
-    With ``conn``, numbers are relative to the ISNs as the connection knows
+    A message's numbers are relative to the ISNs it carries (``seq_base``,
+    ``ack_base``), or, where it has none, to the ISNs as ``conn`` knows
     them: a received segment's seq to the peer's, its ack to ours; a sent
-    one the other way round.
+    one's the other way round.  Without either, numbers are absolute.
     """
-    seq_base = ack_base = None
+    # a Message knows the ISNs it counts from (as they were when it arrived)
+    seq_base: int | None = getattr(msg, "seq_base", None)
+    ack_base: int | None = getattr(msg, "ack_base", None)
     if conn is not None:
         ours = conn.core.iss if conn.core.syn_sent else None
         theirs = conn.first_seqn_got
-        seq_base, ack_base = (ours, theirs) if sent else (theirs, ours)
+        if sent:
+            seq_base, ack_base = ours, theirs
+        else:
+            seq_base = theirs if seq_base is None else seq_base
+            ack_base = ours if ack_base is None else ack_base
     return format_segment(
         msg.flags,
         msg.seq,
@@ -645,6 +652,9 @@ async def expect(conn: Connection, text: str, within: float | None = 1.0, *, ack
             got=None,
         )
     seq_base, ack_base = _bases(conn)
+    own_seq_base, own_ack_base = getattr(msg, "seq_base", None), getattr(msg, "ack_base", None)
+    seq_base = seq_base if own_seq_base is None else own_seq_base
+    ack_base = ack_base if own_ack_base is None else own_ack_base
     diffs = compare(want, msg, seq_base=seq_base, ack_base=ack_base)
     if diffs:
         got = format_message(msg, conn)
