@@ -79,14 +79,20 @@ def missing_capabilities(
     return [name for name in needed if not mask >> CAPABILITIES[name] & 1]
 
 
-def privilege_problem(what: str, needed: Sequence[str] = LAB_CAPABILITIES) -> str | None:
-    """A sentence saying what ``what`` lacks to run here, or None when nothing is missing."""
+def privilege_problem(
+    what: str,
+    needed: Sequence[str] = LAB_CAPABILITIES,
+    why: str = "namespaces, veth links and raw sockets",
+) -> str | None:
+    """A sentence saying what ``what`` lacks to run here (it needs ``needed`` for ``why``), or
+    None when nothing is missing."""
     missing = missing_capabilities(needed)
     if not missing:
         return None
     return (
-        f"{what} needs {', '.join(needed)} (namespaces, veth links and raw sockets); "
-        f"this process lacks {', '.join(missing)}: run it as root or grant those capabilities"
+        f"{what} needs {', '.join(needed)} ({why}); "
+        f"this process lacks {', '.join(missing)}: run it as root or grant "
+        + ("that capability" if len(needed) == 1 else "those capabilities")
     )
 
 
@@ -416,7 +422,7 @@ def cleanup_command(*, dry_run: bool, out: TextIO = sys.stdout, err: TextIO = sy
     if not stale:
         _print(out, "removed 0 stale lab namespaces: none found")
         return EXIT_PASS
-    problem = privilege_problem("tcpemu cleanup", ("CAP_SYS_ADMIN",))
+    problem = privilege_problem("tcpemu cleanup", ("CAP_SYS_ADMIN",), "to unmount and remove namespaces")
     if problem is not None:
         _print(err, f"FAIL: {len(stale)} stale lab namespaces not removed ({', '.join(stale)}): {problem}")
         return EXIT_USAGE
