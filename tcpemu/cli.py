@@ -34,6 +34,7 @@ from . import (
     wait_tcp_state,
 )
 from . import lab as _lab
+from ._netns import NETNS_RUN_DIR
 from .faults import Faults
 from .lab import Lab, cleanup_stale_labs, connect_nowait, open_lab
 from .net import list_netns
@@ -79,21 +80,42 @@ def missing_capabilities(
     return [name for name in needed if not mask >> CAPABILITIES[name] & 1]
 
 
+def netns_dir_problem(what: str, directory: str = NETNS_RUN_DIR) -> str | None:
+    """A sentence saying that ``what`` cannot name namespaces because ``directory`` (or the
+    directory that would hold it) is not writable by this process, or None when it is.
+
+    A lab's namespaces are files there; root-owned systems let a user in only with
+    CAP_DAC_OVERRIDE, whatever other capabilities it has.
+    """
+    path = directory
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    # effective ids: the kernel's own access check, which counts CAP_DAC_OVERRIDE
+    if os.access(path, os.W_OK, effective_ids=True):
+        return None
+    return (
+        f"{what} cannot name network namespaces: {path} is not writable by this process; "
+        "run it as root, or grant CAP_DAC_OVERRIDE too (or make the directory writable)"
+    )
+
+
 def privilege_problem(
     what: str,
     needed: Sequence[str] = LAB_CAPABILITIES,
     why: str = "namespaces, veth links and raw sockets",
+    *,
+    names_namespaces: bool = True,
 ) -> str | None:
-    """A sentence saying what ``what`` lacks to run here (it needs ``needed`` for ``why``), or
-    None when nothing is missing."""
+    """A sentence saying what ``what`` lacks to run here (it needs ``needed`` for ``why`` and,
+    with ``names_namespaces``, a writable namespace directory), or None when nothing is missing."""
     missing = missing_capabilities(needed)
-    if not missing:
-        return None
-    return (
-        f"{what} needs {', '.join(needed)} ({why}); "
-        f"this process lacks {', '.join(missing)}: run it as root or grant "
-        + ("that capability" if len(needed) == 1 else "those capabilities")
-    )
+    if missing:
+        return (
+            f"{what} needs {', '.join(needed)} ({why}); "
+            f"this process lacks {', '.join(missing)}: run it as root or grant "
+            + ("that capability" if len(needed) == 1 else "those capabilities")
+        )
+    return netns_dir_problem(what) if names_namespaces else None
 
 
 class _Steps:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -26,11 +27,14 @@ TCPEMU = [sys.executable, "-m", "tcpemu"]
 # A child that gives up capabilities before it runs what argv[2:] names.  It first
 # enters a namespace the test made, so that even what it is refused is never tried on the
 # host's interfaces (and imports first: the user nobody cannot read root's Python).
-# "none": root without any capability.  "only": the user nobody
-# (uid 65534) with exactly CAP_SYS_ADMIN, CAP_NET_ADMIN and CAP_NET_RAW.
+# "none": root without any capability; "root-three": root with exactly CAP_SYS_ADMIN,
+# CAP_NET_ADMIN and CAP_NET_RAW; "three": the user nobody (uid 65534) with exactly those;
+# "four": and CAP_DAC_OVERRIDE.  (pytest runs as root only: it imports, as it goes, more of
+# root's Python than the user nobody may read.)
 _CHILD = """
 import ctypes, os, sys
 import pytest, trio, tcpemu, tcpemu.cli, tcpemu.pytest_plugin  # read while the files are readable
+import tcpemu.linkcheck, tcpemu.packetdrill.cli
 from tcpemu._netns import enter_netns
 
 enter_netns(sys.argv[1])
@@ -42,40 +46,37 @@ class Header(ctypes.Structure):
 class Data(ctypes.Structure):
     _fields_ = [(name, ctypes.c_uint32) for name in ("effective", "permitted", "inheritable")]
 
-libc = ctypes.CDLL(None, use_errno=True)
-if mode == "only":
-    PR_SET_KEEPCAPS = 8
-    if libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0:
-        sys.exit("prctl failed")
-    os.setgroups([])
-    os.setresgid(65534, 65534, 65534)
-    os.setresuid(65534, 65534, 65534)
-    mask = (1 << 21) | (1 << 12) | (1 << 13)
-else:
-    mask = 0
-data = (Data * 2)()
-data[0].effective = data[0].permitted = mask
-if libc.capset(ctypes.byref(Header(0x20080522, 0)), data) != 0:  # _LINUX_CAPABILITY_VERSION_3
-    sys.exit("capset failed")
+def give_up_privileges():
+    libc = ctypes.CDLL(None, use_errno=True)
+    if mode in ("three", "four"):  # the user nobody
+        PR_SET_KEEPCAPS = 8
+        if libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0:
+            sys.exit("prctl failed")
+        os.setgroups([])
+        os.setresgid(65534, 65534, 65534)
+        os.setresuid(65534, 65534, 65534)
+    mask = {"none": 0, "root-three": 0, "three": 0, "four": 1 << 1}[mode]
+    if mode != "none":
+        mask |= (1 << 21) | (1 << 12) | (1 << 13)
+    data = (Data * 2)()
+    data[0].effective = data[0].permitted = mask
+    if libc.capset(ctypes.byref(Header(0x20080522, 0)), data) != 0:  # _LINUX_CAPABILITY_VERSION_3
+        sys.exit("capset failed")
 
-if what[0] == "check":
+give_up_privileges()
+if what[0] == "pytest":
+    args = ["-p", "no:cacheprovider", "-rs", "-W", "ignore::pytest.PytestAssertRewriteWarning"]
+    sys.exit(pytest.main([*args, *what[1:]]))
+elif what[0] == "check":
     from tcpemu.cli import privilege_problem
-    from tcpemu.pytest_plugin import _check_privileges
     print("uid", os.getuid(), "problem", privilege_problem("tcpemu demo"))
-    _check_privileges(None)  # raises pytest's Skipped when something is missing
-    print("plugin: runs")
 elif what[0] == "engine":
-    import trio, tcpemu
     async def engine():
         async with tcpemu.open_engine("lo"):
             print("engine opened")
     trio.run(engine)
-elif what[0] == "pytest":
-    import pytest
-    sys.exit(pytest.main(["-p", "no:cacheprovider", "-rs", *what[1:]]))
 else:
-    from tcpemu.cli import main
-    sys.exit(main(what))
+    sys.exit(tcpemu.cli.main(what))
 """
 
 
@@ -107,25 +108,56 @@ def test_a_command_without_capabilities_names_them_and_exits_2(command):
     assert "Traceback" not in proc.stderr
 
 
-def test_exactly_the_three_capabilities_suffice_without_root():
-    proc = _in_child("only", "check")
+_E2E_TEST = """
+import pytest, tcpemu
+
+@pytest.mark.e2e
+async def test_a_lab(tcpemu_lab):
+    assert tcpemu_lab.iut.netns in tcpemu.net.list_netns()
+"""
+
+
+def test_without_root_the_three_capabilities_open_engines_and_the_lab_needs_its_directory_too():
+    proc = _in_child("three", "check")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.splitlines() == ["uid 65534 problem None", "plugin: runs"]
-    # and the library does run with them: a raw socket in the namespace the test made
-    proc = _in_child("only", "engine")
+    unwritable = (
+        "tcpemu demo cannot name network namespaces: /var/run/netns is not writable by this process; "
+        "run it as root, or grant CAP_DAC_OVERRIDE too (or make the directory writable)"
+    )
+    assert proc.stdout.strip() == f"uid 65534 problem {unwritable}"
+    # the capabilities alone do open an engine: a raw socket in the namespace the test made
+    proc = _in_child("three", "engine")
     assert proc.returncode == 0 and proc.stdout.strip() == "engine opened", proc.stdout + proc.stderr
+    refused = _in_child("three", "demo")
+    assert refused.returncode == 2 and refused.stderr.strip() == unwritable, refused.stdout + refused.stderr
+
+
+def test_the_three_capabilities_and_dac_override_run_the_lab_without_root():
+    proc = _in_child("four", "check")
+    assert proc.returncode == 0 and proc.stdout.strip() == "uid 65534 problem None", proc.stdout + proc.stderr
+    demo = _in_child("four", "demo", "--no-trace")
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert demo.stdout.strip().splitlines()[-1].startswith("PASS:")
+
+
+def _suite(directory: pathlib.Path) -> str:
+    (directory / "test_inner.py").write_text(_E2E_TEST)
+    (directory / "pytest.ini").write_text("[pytest]\ntrio_mode = true\n")
+    return str(directory)
+
+
+def test_the_plugin_runs_e2e_tests_with_exactly_the_three_capabilities(tmp_path):
+    passed = _in_child("root-three", "pytest", "--tcpemu-require-e2e", "test_inner.py", cwd=_suite(tmp_path))
+    assert passed.returncode == 0 and "1 passed" in passed.stdout, passed.stdout + passed.stderr
 
 
 def test_the_plugin_skips_or_fails_e2e_tests_without_capabilities(tmp_path):
-    (tmp_path / "test_inner.py").write_text(
-        "import pytest\n\n@pytest.mark.e2e\ndef test_needs_the_lab():\n    pass\n"
-    )
-    (tmp_path / "pytest.ini").write_text("[pytest]\ntrio_mode = true\n")
-    skipped = _in_child("none", "pytest", "test_inner.py", cwd=str(tmp_path))
+    cwd = _suite(tmp_path)
+    skipped = _in_child("none", "pytest", "test_inner.py", cwd=cwd)
     assert skipped.returncode == 0, skipped.stdout + skipped.stderr
     assert "1 skipped" in skipped.stdout
     assert "this process lacks CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW" in skipped.stdout
-    failed = _in_child("none", "pytest", "--tcpemu-require-e2e", "test_inner.py", cwd=str(tmp_path))
+    failed = _in_child("none", "pytest", "--tcpemu-require-e2e", "test_inner.py", cwd=cwd)
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "end-to-end test required but cannot run: this test needs CAP_SYS_ADMIN" in failed.stdout
 
