@@ -19,7 +19,7 @@ from ._errors import (
     UsageError,
     WouldBlock,
 )
-from ._io import MemoryLink, PacketLink, PacketRing
+from ._io import L3_MAC, MemoryLink, PacketLink, PacketRing, TunLink
 from ._open import open_engine
 from .core import (
     AUTO,
@@ -52,6 +52,7 @@ __all__ = [
     "EngineBrokenError",
     "EngineStatistics",
     "Frame",
+    "L3_MAC",
     "LabError",
     "Listener",
     "ListenerStatistics",
@@ -70,6 +71,7 @@ __all__ = [
     "TcpState",
     "TcpemuError",
     "TcpemuTimeoutError",
+    "TunLink",
     "UsageError",
     "WouldBlock",
     "open_engine",

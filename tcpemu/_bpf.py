@@ -26,6 +26,7 @@ LD_W_ABS = 0x20
 LD_H_ABS = 0x28
 LD_B_ABS = 0x30
 JEQ_K = 0x15
+AND_K = 0x54
 JA = 0x05
 RET_K = 0x06
 
@@ -77,10 +78,19 @@ def _match_v6(asm: _Asm, addresses: list[IPAddress], offset: int, tag: str) -> N
         asm.label(nxt)
 
 
-def tcp_to_addresses(addresses: Iterable[IPAddress], neighbours: Iterable[IPAddress] = ()) -> list[Insn]:
+def tcp_to_addresses(
+    addresses: Iterable[IPAddress], neighbours: Iterable[IPAddress] = (), *, l3: bool = False
+) -> list[Insn]:
     """Accept IPv4/IPv6 TCP frames whose destination is one of ``addresses``, and,
     for the addresses in ``neighbours``, ARP frames asking for (or answering to)
-    them and IPv6 neighbour solicitations and advertisements about them."""
+    them and IPv6 neighbour solicitations and advertisements about them.
+
+    ``l3=True``: for a link without an Ethernet header (TUN, IP tunnels), where
+    a packet starts with its IP header: the version nibble tells the family,
+    and there are no neighbour frames.
+    """
+    if l3:
+        return _tcp_to_addresses_l3(addresses)
     v4 = sorted({a for a in addresses if a.version == 4})
     v6 = sorted({a for a in addresses if a.version == 6})
     n4 = sorted({a for a in neighbours if a.version == 4})
@@ -120,6 +130,35 @@ def tcp_to_addresses(addresses: Iterable[IPAddress], neighbours: Iterable[IPAddr
     asm.op(JA, "reject")  # type: ignore[arg-type]
     asm.label("na")
     _match_v6(asm, n6, 38, "nanext")  # an advertisement sent to us
+    asm.op(JA, "reject")  # type: ignore[arg-type]
+    asm.label("accept")
+    asm.op(RET_K, ACCEPT_BYTES)
+    asm.label("reject")
+    asm.op(RET_K, 0)
+    return asm.assemble()
+
+
+def _tcp_to_addresses_l3(addresses: Iterable[IPAddress]) -> list[Insn]:
+    v4 = sorted({a for a in addresses if a.version == 4})
+    v6 = sorted({a for a in addresses if a.version == 6})
+    asm = _Asm()
+    asm.op(LD_W_ABS, SKF_AD_PKTTYPE)
+    asm.op(JEQ_K, PACKET_OUTGOING, "reject", 0)
+    asm.op(LD_B_ABS, 0)
+    asm.op(AND_K, 0xF0)
+    asm.op(JEQ_K, 0x40, "v4", 0)
+    asm.op(JEQ_K, 0x60, "v6", "reject")
+    asm.label("v4")
+    asm.op(LD_B_ABS, 9)
+    asm.op(JEQ_K, 6, 0, "reject")
+    asm.op(LD_W_ABS, 16)
+    for addr in v4:
+        asm.op(JEQ_K, int(addr), "accept", 0)
+    asm.op(JA, "reject")  # type: ignore[arg-type]
+    asm.label("v6")
+    asm.op(LD_B_ABS, 6)
+    asm.op(JEQ_K, 6, 0, "reject")
+    _match_v6(asm, v6, 24, "v6next")
     asm.op(JA, "reject")  # type: ignore[arg-type]
     asm.label("accept")
     asm.op(RET_K, ACCEPT_BYTES)

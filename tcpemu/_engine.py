@@ -34,7 +34,7 @@ from ._errors import (
     EngineBrokenError,
     UsageError,
 )
-from ._io import FrameLink
+from ._io import L3_MAC, FrameLink, L3Frames
 from ._listener import Listener, ListenerStatistics
 from ._receive_path import ReceivePath
 from ._responder import NeighbourResponder
@@ -144,6 +144,12 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
         answer_neighbours: bool | None = None,
         owned_addresses: frozenset[IPAddress] = frozenset(),
     ) -> None:
+        self._unfiltered = not getattr(link, "filters", True)
+        """No kernel filter in front of the link: non-TCP traffic is foreign, not malformed."""
+        self._l3 = bool(getattr(link, "l3", False))
+        """A link without an Ethernet header (TUN, IP tunnels): no MACs, no ARP/NDP."""
+        if self._l3 and not isinstance(link, L3Frames):
+            link = L3Frames(link)  # the engine works on Ethernet frames everywhere else
         self._link = link
         self._reliable = False
         self._rto = 0.2
@@ -226,8 +232,8 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
         *,
         local: tuple[str, int],
         remote: tuple[str, int | None],
-        local_mac: str | bytes,
-        remote_mac: str | bytes | None,
+        local_mac: str | bytes | None = None,
+        remote_mac: str | bytes | None = None,
         window: int | None = None,
         mss: int | None = DEFAULT_MSS,
         isn: int | None = None,
@@ -276,8 +282,7 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
             _check_bool("reliable", reliable)
         if isn is not None:
             _check_int("isn", isn, 0, 0xFFFFFFFF)
-        raw_local_mac = parse_mac(local_mac)
-        raw_remote_mac = parse_mac(remote_mac) if remote_mac is not None else _UNKNOWN_MAC
+        raw_local_mac, raw_remote_mac = self._macs("connection", local_mac, remote_mac)
         if remote_port is None and listen_key(local_ip, local_port) in self._auto:
             raise UsageError(
                 f"a listener (engine.listen) takes SYNs to {local_ip}:{local_port} already; "
@@ -323,7 +328,7 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
         self._maybe_answer(local_ip, conn.local_mac)
         self._update_filter()
         if mode is Mode.CLIENT:
-            if remote_mac is None:
+            if raw_remote_mac is _UNKNOWN_MAC:
                 conn._resolve_first = True  # wait_open finds the MAC, then sends the SYN
             else:
                 self._send_segment(conn, core.syn(trio.current_time()))
@@ -333,7 +338,7 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
         self,
         local: tuple[str, int],
         *,
-        local_mac: str | bytes,
+        local_mac: str | bytes | None = None,
         window: int | None = None,
         mss: int | None = DEFAULT_MSS,
         backlog: int = 1024,
@@ -363,7 +368,7 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
             self,
             local_ip,
             local_port,
-            parse_mac(local_mac),
+            self._macs("listen", local_mac, None)[0],
             window=window,
             mss=mss,
             backlog=backlog,
@@ -375,6 +380,23 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
         self._maybe_answer(local_ip, lst.local_mac)
         self._update_filter()
         return lst
+
+    def _macs(
+        self, what: str, local_mac: str | bytes | None, remote_mac: str | bytes | None
+    ) -> tuple[bytes, bytes]:
+        """(local, remote) MACs of a new connection: given on Ethernet (the remote one may
+        be left to learn), placeholders on a link without Ethernet header."""
+        if self._l3:
+            if local_mac is not None or remote_mac is not None:
+                raise UsageError(
+                    f"{what}: {self.name} has no Ethernet header: give no local_mac or remote_mac"
+                )
+            return L3_MAC, L3_MAC
+        if local_mac is None:
+            raise UsageError(
+                f"{what}: local_mac is needed on an Ethernet link (the emulated host's MAC), got None"
+            )
+        return parse_mac(local_mac), parse_mac(remote_mac) if remote_mac is not None else _UNKNOWN_MAC
 
     def statistics(self) -> EngineStatistics:
         try:
@@ -520,7 +542,7 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
         addrs = frozenset(self._addr_refs)
         neighbours = frozenset(self._neighbour_macs) | frozenset(self._resolving)
         if (addrs, neighbours) != self._filtered:  # re-attach only when a set changes
-            self._link.set_filter(_bpf.tcp_to_addresses(addrs, neighbours))
+            self._link.set_filter(_bpf.tcp_to_addresses(addrs, neighbours, l3=self._l3))
             self._filtered = (addrs, neighbours)
 
     def _payload_room(self, conn: Connection, options: list[TcpOption] | tuple[TcpOption, ...] | None) -> int:
@@ -578,7 +600,7 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
                 frames = kept
         if self.capture is not None:
             for frame in frames:
-                self.capture.write(frame, OUTBOUND)
+                self.capture.write(frame[14:] if self._l3 else frame, OUTBOUND)
         try:
             if len(frames) == 1:
                 self._link.send(frames[0])
@@ -622,7 +644,7 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
                 if busy:
                     spin_until = time.perf_counter() + busy
                 if self.capture is not None:
-                    self.capture.write_batch(frames, INBOUND)
+                    self.capture.write_batch([f[14:] for f in frames] if self._l3 else frames, INBOUND)
                 now = trio.current_time()
                 touched: set[Connection] = set()
                 self._outbox = outbox = []

@@ -58,11 +58,27 @@ def _drain(sock: socket.socket, limit: int) -> list[bytes]:
 
 
 SIOCGIFMTU = 0x8921
+SIOCGIFHWADDR = 0x8927
+ARPHRD_ETHER = 1
+ARPHRD_LOOPBACK = 772
+ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
 
 
 def _interface_mtu(sock: socket.socket, ifname: str) -> int:
     ifreq = struct.pack("16si12x", ifname.encode(), 0)
     return int(struct.unpack_from("i", fcntl.ioctl(sock.fileno(), SIOCGIFMTU, ifreq), 16)[0])
+
+
+def _hardware_type(sock: socket.socket, ifname: str) -> int:
+    """The interface's ARPHRD_* type (1: Ethernet; 65534: none, as TUN and WireGuard)."""
+    ifreq = struct.pack("16s16x", ifname.encode())
+    return int(struct.unpack_from("H", fcntl.ioctl(sock.fileno(), SIOCGIFHWADDR, ifreq), 16)[0])
+
+
+def _is_l3(hwtype: int) -> bool:
+    """No Ethernet header on this link: a packet starts with its IP header."""
+    return hwtype not in (ARPHRD_ETHER, ARPHRD_LOOPBACK)
 
 
 class _IoVec(ctypes.Structure):
@@ -114,10 +130,11 @@ def _send_many(sock: socket.socket, frames: list[bytes], where: str) -> None:
 SEND_STALL = 1.0  # seconds a full send buffer may hold up one frame
 
 
-def _send(sock: socket.socket, frame: bytes, where: str) -> None:
-    """Send one frame; a full send buffer is waited out (bounded), never dropped."""
+def _send(sock: socket.socket, frame: bytes, where: str, address: tuple[str, int] | None = None) -> None:
+    """Send one frame; a full send buffer is waited out (bounded), never dropped.
+    ``address``: (ifname, protocol) for a link whose frames do not say their protocol."""
     try:
-        sock.send(frame)
+        sock.send(frame) if address is None else sock.sendto(frame, address)
         return
     except BlockingIOError:
         pass
@@ -131,7 +148,7 @@ def _send(sock: socket.socket, frame: bytes, where: str) -> None:
     if not writable:
         raise EngineBrokenError(f"send on {where}: send buffer full for {SEND_STALL} s")
     try:
-        sock.send(frame)
+        sock.send(frame) if address is None else sock.sendto(frame, address)
     except OSError as exc:
         raise EngineBrokenError(f"send on {where} failed: {exc}") from exc
 
@@ -146,6 +163,8 @@ class PacketLink:
         self._drops = 0
         self._sock = run_in_netns(netns, self._open, ifname, rcvbuf)
         self.mtu = _interface_mtu(self._sock, ifname)
+        self.l3 = _is_l3(_hardware_type(self._sock, ifname))
+        """True on a link without an Ethernet header (TUN, IP tunnels): frames are IP packets."""
 
     def _open(self, ifname: str, rcvbuf: int) -> socket.socket:
         # Protocol 0 receives nothing until bind(); attach a reject-all filter
@@ -187,9 +206,18 @@ class PacketLink:
         return _drain(self._sock, limit)
 
     def send(self, frame: bytes) -> None:
+        if self.l3:
+            # no link header to say what the packet is: its IP version says it
+            proto = ETH_P_IPV6 if frame[:1] and frame[0] >> 4 == 6 else ETH_P_IP
+            _send(self._sock, frame, self.ifname, (self.ifname, proto))
+            return
         _send(self._sock, frame, self.ifname)
 
     def send_batch(self, frames: list[bytes]) -> None:
+        if self.l3:
+            for frame in frames:
+                self.send(frame)
+            return
         _send_many(self._sock, frames, self.ifname)
 
     def kernel_drops(self) -> int:
@@ -289,23 +317,184 @@ class PacketRing(PacketLink):
         super().close()
 
 
+IFF_TUN = 0x0001
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+TUNSETIFF = 0x400454CA
+
+
+class TunLink:
+    """The file descriptor of a TUN (or TAP) device, owned by the engine itself.
+
+    What the kernel of the device's namespace routes to the device is read
+    here, and what is written here the kernel receives from the device: the
+    IUT is that namespace's own stack, with no veth and no second namespace
+    (packetdrill's local mode).  TUN carries IP packets (``l3``); TAP
+    Ethernet frames.  The device is made if it does not exist (and goes
+    when the descriptor closes, unless it was made persistent, as
+    ``ip tuntap add`` does).  There is no kernel BPF filter here: everything
+    routed to the device is for the emulator, and what no connection wants
+    is counted as unmatched.
+    """
+
+    filters = False  # no kernel BPF in front of it (see set_filter)
+
+    def __init__(self, ifname: str, netns: str | None = None, *, tap: bool = False) -> None:
+        if not isinstance(ifname, str) or not 0 < len(ifname) < 16:
+            raise UsageError(f"TUN/TAP name must be 1..15 characters, got {ifname!r}")
+        self.ifname = ifname
+        self.netns = netns
+        self.l3 = not tap
+        self._closed = False
+        self._fd = run_in_netns(netns, self._open, ifname, tap)
+        try:
+            self.mtu = run_in_netns(netns, self._mtu, ifname)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    @staticmethod
+    def _open(ifname: str, tap: bool) -> int:
+        try:
+            fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except PermissionError as exc:
+            raise PrivilegeError(
+                f"opening /dev/net/tun needs CAP_NET_ADMIN (run as root): {exc.strerror}"
+            ) from exc
+        except FileNotFoundError:
+            raise UsageError("no /dev/net/tun on this machine (the tun module is not loaded)") from None
+        try:
+            flags = (IFF_TAP if tap else IFF_TUN) | IFF_NO_PI
+            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH14x", ifname.encode(), flags))
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno == errno.EPERM:
+                raise PrivilegeError(f"TUN/TAP {ifname!r} needs CAP_NET_ADMIN (run as root)") from exc
+            if exc.errno == errno.EINVAL:
+                raise UsageError(
+                    f"{ifname!r} exists and is not a {'TAP' if tap else 'TUN'} device with these flags"
+                ) from None
+            raise UsageError(f"cannot attach to TUN/TAP {ifname!r}: {exc.strerror}") from None
+        return fd
+
+    @staticmethod
+    def _mtu(ifname: str) -> int:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            return _interface_mtu(sock, ifname)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def set_filter(self, program: list[_bpf.Insn]) -> None:
+        pass  # see the class docstring: nothing but the emulator's traffic comes here
+
+    def recv_batch(self, limit: int) -> list[bytes]:
+        frames: list[bytes] = []
+        read, fd = os.read, self._fd
+        try:
+            while len(frames) < limit:
+                frames.append(read(fd, MAX_FRAME))
+        except (BlockingIOError, InterruptedError):
+            pass
+        return frames
+
+    def send(self, frame: bytes) -> None:
+        try:
+            os.write(self._fd, frame)
+        except BlockingIOError:
+            # the device's queue towards the kernel is full: wait for room (bounded), never drop
+            _, writable, _ = select.select([], [self._fd], [], SEND_STALL)
+            if not writable:
+                raise EngineBrokenError(f"write to {self.ifname}: no room for {SEND_STALL} s") from None
+            os.write(self._fd, frame)
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.EMSGSIZE):
+                raise UsageError(f"a packet of {len(frame)} bytes does not fit {self.ifname}") from None
+            raise EngineBrokenError(f"write to {self.ifname} failed: {exc}") from exc
+
+    def send_batch(self, frames: list[bytes]) -> None:
+        for frame in frames:
+            self.send(frame)
+
+    def kernel_drops(self) -> int:
+        return 0  # a TUN/TAP device has no receive buffer of ours to overflow
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            os.close(self._fd)
+
+
+L3_MAC = bytes.fromhex("020000000003")
+"""The MAC of both ends of a link without Ethernet header: a placeholder the
+engine's frames carry inside, never on the wire."""
+_L3_HEADER = {4: L3_MAC + L3_MAC + b"\x08\x00", 6: L3_MAC + L3_MAC + b"\x86\xdd"}
+
+
+class L3Frames:
+    """A link without an Ethernet header as the engine sees every link: each IP
+    packet read gets a placeholder Ethernet header (both MACs :data:`L3_MAC`),
+    which is taken off again before a frame is sent.  Packets that are not
+    IPv4 or IPv6 keep no header and are counted malformed by the engine."""
+
+    l3 = True
+
+    def __init__(self, link: FrameLink) -> None:
+        self.inner = link
+        self.mtu = link.mtu
+        self.filters = getattr(link, "filters", True)
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    def set_filter(self, program: list[_bpf.Insn]) -> None:
+        self.inner.set_filter(program)
+
+    def recv_batch(self, limit: int) -> list[bytes]:
+        headers = _L3_HEADER
+        out = []
+        for packet in self.inner.recv_batch(limit):
+            header = headers.get(packet[0] >> 4) if packet else None
+            out.append(header + packet if header is not None else packet)
+        return out
+
+    def send(self, frame: bytes) -> None:
+        self.inner.send(frame[14:])
+
+    def send_batch(self, frames: list[bytes]) -> None:
+        self.inner.send_batch([frame[14:] for frame in frames])
+
+    def kernel_drops(self) -> int:
+        return self.inner.kernel_drops()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    @property
+    def truncated(self) -> int:
+        return getattr(self.inner, "truncated", 0)
+
+
 class MemoryLink:
     """One end of an in-memory link; :meth:`pair` makes both ends."""
 
     mtu = 65000  # what one datagram on the pair carries comfortably
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, *, l3: bool = False) -> None:
         self._sock = sock
         self._sock.setblocking(False)
         self._closed = False
+        self.l3 = l3
+        """True: the pair carries bare IP packets, as a TUN device or an IP tunnel does."""
 
     @classmethod
-    def pair(cls) -> tuple[MemoryLink, MemoryLink]:
+    def pair(cls, *, l3: bool = False) -> tuple[MemoryLink, MemoryLink]:
+        """Two connected ends; ``l3=True`` for a link without Ethernet header."""
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         for s in (a, b):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        return cls(a), cls(b)
+        return cls(a, l3=l3), cls(b, l3=l3)
 
     def fileno(self) -> int:
         return self._sock.fileno()

@@ -18,8 +18,8 @@ from ._errors import (
     LabError,
     UsageError,
 )
-from ._io import FrameLink, PacketLink, PacketRing
-from .capture import PcapngWriter
+from ._io import FrameLink, PacketLink, PacketRing, TunLink
+from .capture import LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapngWriter
 from .core import (
     check_rto,
 )
@@ -33,9 +33,15 @@ _capture_seq = itertools.count(1)
 
 
 def _capture_writer(
-    capture: str | os.PathLike[str] | PcapngWriter | None, ifname: str
+    capture: str | os.PathLike[str] | PcapngWriter | None, ifname: str, l3: bool
 ) -> PcapngWriter | None:
+    linktype = LINKTYPE_RAW if l3 else LINKTYPE_ETHERNET
     if isinstance(capture, PcapngWriter):
+        if capture.linktype != linktype:
+            raise UsageError(
+                f"capture: the writer's link type is {capture.linktype}, the link's {linktype} "
+                "(LINKTYPE_RAW for a link without Ethernet header)"
+            )
         return capture
     if capture is None:
         context = ENGINE_CONTEXT.get()
@@ -43,10 +49,12 @@ def _capture_writer(
         if directory is None:
             return None
         capture = directory / f"{ifname}-{next(_capture_seq)}.pcapng"
-    return PcapngWriter(capture, ifname=ifname)
+    return PcapngWriter(capture, ifname=ifname, linktype=linktype)
 
 
-def _open_link(ifname: str, netns: str | None, ring: bool) -> FrameLink:
+def _open_link(ifname: str, netns: str | None, ring: bool, attach: str) -> FrameLink:
+    if attach != "packet":
+        return TunLink(ifname, netns, tap=attach == "tap")
     if ring:
         try:
             return PacketRing(ifname, netns)
@@ -100,12 +108,17 @@ async def open_engine(
     faults_out: Faults | None = None,
     faults_in: Faults | None = None,
     answer_neighbours: bool | None = None,
+    attach: str = "packet",
 ) -> AsyncIterator[Engine]:
     """Open a packet socket on ``ifname`` (inside namespace ``netns``) and run its pump.
 
     Frames are read through a PACKET_MMAP ring (``ring=False``: one
     ``recv`` per frame).  ``link`` replaces the packet socket (for example a
-    :class:`~tcpemu.MemoryLink`).  ISNs draw from ``rng`` or from
+    :class:`~tcpemu.MemoryLink`).  ``attach="tun"`` (or ``"tap"``) owns the
+    file descriptor of TUN (TAP) device ``ifname`` instead, made if it does
+    not exist: the IUT is then the kernel of that namespace, routed through
+    the device (see :class:`~tcpemu.TunLink`).  On a link without an
+    Ethernet header (TUN, IP tunnels, WireGuard) connections take no MACs.  ISNs draw from ``rng`` or from
     ``random.Random(seed)``.  On exit the pump stops and the socket closes;
     connections are destroyed without sending anything.
     """
@@ -130,6 +143,8 @@ async def open_engine(
     for what, faults in (("faults_out", faults_out), ("faults_in", faults_in)):
         if faults is not None and not isinstance(faults, Faults):
             raise UsageError(f"open_engine: {what} must be tcpemu.faults.Faults, got {faults!r}")
+    if attach not in ("packet", "tun", "tap"):
+        raise UsageError(f"open_engine: attach must be 'packet', 'tun' or 'tap', got {attach!r}")
     if link is None:
         if ifname is None:
             raise UsageError("open_engine needs an interface name (or link=)")
@@ -141,22 +156,30 @@ async def open_engine(
             )
         # what in the link or its namespace would get in the engine's way, said as
         # warnings naming the setting (a link that cannot be checked is no reason to stop)
-        findings = await trio.to_thread.run_sync(linkcheck.check_link_quietly, ifname, netns)
-        linkcheck.warn_findings(findings, ifname, netns, stacklevel=3)  # at the user's `async with`
+        if attach == "packet":  # a TUN/TAP of our own is made for us, and nobody else's
+            findings = await trio.to_thread.run_sync(linkcheck.check_link_quietly, ifname, netns)
+            linkcheck.warn_findings(findings, ifname, netns, stacklevel=3)  # at the user's `async with`
         if (netns, ifname) in _CLAIMED:
             raise UsageError(f"open_engine: an engine is being opened on {ifname!r} (netns {netns!r})")
         _CLAIMED.add((netns, ifname))
         try:
-            link = await trio.to_thread.run_sync(_open_link, ifname, netns, ring)
+            link = await trio.to_thread.run_sync(_open_link, ifname, netns, ring, attach)
         finally:
             _CLAIMED.discard((netns, ifname))
+    elif attach != "packet":
+        raise UsageError("open_engine: attach= names how to open ifname; with link= give neither")
     if rng is None:
         rng = random.Random(seed)
-    writer = _capture_writer(capture, ifname or "link")
-    owned: frozenset[IPAddress] = frozenset()
-    if answer_neighbours is None and made_link and netns is not None:
-        # a host of this namespace answers for its own addresses: leave those to it
-        owned = frozenset(await trio.to_thread.run_sync(net.addresses, netns))
+    try:
+        writer = _capture_writer(capture, ifname or "link", bool(getattr(link, "l3", False)))
+        owned: frozenset[IPAddress] = frozenset()
+        if answer_neighbours is None and made_link and netns is not None:
+            # a host of this namespace answers for its own addresses: leave those to it
+            owned = frozenset(await trio.to_thread.run_sync(net.addresses, netns))
+    except BaseException:
+        if made_link:
+            link.close()  # ours: nothing is left open when opening fails half way
+        raise
     engine = Engine(
         link,
         rng=rng,

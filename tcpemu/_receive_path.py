@@ -79,9 +79,15 @@ class ReceivePath:
             # ARP and ICMPv6 are "not TCP" to the classifier: the filter only
             # lets neighbour frames for our addresses through, so look there
             # rather than test every TCP frame for them
-            if exc.reason in ("not-ip", "not-tcp") and neighbour_frame(frame):
-                self._neighbour(frame)
-                return None
+            if exc.reason in ("not-ip", "not-tcp"):
+                if not self._l3 and neighbour_frame(frame):
+                    self._neighbour(frame)
+                    return None
+                if self._unfiltered:
+                    # no kernel filter in front of an owned TUN/TAP: the namespace's own
+                    # ICMPv6 and UDP come here too, foreign traffic rather than bad frames
+                    self._unmatched += 1
+                    return None
             self._malformed[exc.reason] += 1
             log.debug("%s: %s", self.name, exc)
             return None

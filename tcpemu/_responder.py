@@ -43,6 +43,8 @@ class NeighbourResponder:
     """A mixin of :class:`~tcpemu.Engine` (its state lives in the engine)."""
 
     def _maybe_answer(self: Engine, addr: IPAddress, mac: bytes) -> None:
+        if self._l3:
+            return  # no ARP or NDP where there is no link header
         answer = self.answer_neighbours
         if answer is None:  # by default: for addresses no host of this namespace owns
             answer = addr not in self._owned

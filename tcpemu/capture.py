@@ -27,6 +27,7 @@ __all__ = ["PcapngWriter", "PcapngRecord", "read_pcapng", "filter_pcapng", "INBO
 INBOUND = 1
 OUTBOUND = 2
 LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101  # IPv4 or IPv6 packets without a link header (TUN, IP tunnels)
 
 _SHB = 0x0A0D0D0A
 _IDB = 0x00000001
@@ -50,10 +51,10 @@ def _block(kind: int, body: bytes) -> bytes:
     return struct.pack("<II", kind, length) + body + struct.pack("<I", length)
 
 
-def _header(ifname: str, snaplen: int) -> bytes:
+def _header(ifname: str, snaplen: int, linktype: int = LINKTYPE_ETHERNET) -> bytes:
     shb = _block(_SHB, struct.pack("<IHHq", _BYTE_ORDER, 1, 0, -1) + _option(4, b"tcpemu") + _END)
     idb_opts = _option(2, ifname.encode()) + _option(9, bytes([9])) + _END  # if_name, if_tsresol=ns
-    idb = _block(_IDB, struct.pack("<HHI", LINKTYPE_ETHERNET, 0, snaplen) + idb_opts)
+    idb = _block(_IDB, struct.pack("<HHI", linktype, 0, snaplen) + idb_opts)
     return shb + idb
 
 
@@ -69,6 +70,7 @@ class PcapngWriter:
         max_bytes: int | None = None,
         max_seconds: float | None = None,
         max_files: int | None = None,
+        linktype: int = LINKTYPE_ETHERNET,
     ) -> None:
         if max_bytes is not None and max_bytes < 4096:
             raise UsageError(f"max_bytes must be at least 4096, got {max_bytes}")
@@ -76,6 +78,11 @@ class PcapngWriter:
             raise UsageError(f"max_files must be at least 1, got {max_files}")
         if max_files is not None and max_bytes is None and max_seconds is None:
             raise UsageError("max_files bounds rotated files: give max_bytes or max_seconds too")
+        if linktype not in (LINKTYPE_ETHERNET, LINKTYPE_RAW):
+            raise UsageError(
+                f"linktype must be LINKTYPE_ETHERNET (1) or LINKTYPE_RAW (101), got {linktype!r}"
+            )
+        self.linktype = linktype
         self.path = pathlib.Path(path)
         self.ifname = ifname
         self.snaplen = snaplen
@@ -101,7 +108,7 @@ class PcapngWriter:
         self._n += 1
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(name, "wb", buffering=1 << 20)  # noqa: SIM115 (closed in close())
-        header = _header(self.ifname, self.snaplen)
+        header = _header(self.ifname, self.snaplen, self.linktype)
         self._file.write(header)
         self._size = len(header)
         self._opened = time.monotonic()

@@ -70,6 +70,7 @@ _ETH_FLAG_LRO = 1 << 15
 
 # Link kinds whose receive path takes every unicast frame, whatever its
 # destination MAC: the alien MAC of the emulator reaches the packet socket.
+_ARPHRD_LOOPBACK = 772
 _OPEN_KINDS = frozenset({"veth", "tun", "dummy", "vxlan", "geneve", "netkit"})
 # Kinds that receive only frames to their own MAC unless promiscuous.
 _MAC_FILTERED_KINDS = frozenset({"macvlan", "macvtap", "ipvlan", "ipvtap", "bond", "team", "vlan"})
@@ -253,16 +254,14 @@ def evaluate(facts: LinkFacts, emulated: Iterable[str | IPAddress] = ()) -> list
         found.append(Finding(setting, str(value), why, severity))
 
     # -- the link itself
-    if facts.arphrd != ARPHRD_ETHER:
+    if facts.arphrd == _ARPHRD_LOOPBACK:
+        # links without an Ethernet header (TUN, IP tunnels) are fine: the engine reads
+        # them as IP packets; a loopback device is no link towards another stack
         add(
             "link type",
-            f"{facts.arphrd} ({_ARPHRD_NAMES.get(facts.arphrd, 'not Ethernet')})",
-            "the engine reads and writes Ethernet frames and this link carries none"
-            + (
-                "; a user-space stack must open its device as a TAP (IFF_TAP), not a TUN (IFF_TUN)"
-                if facts.arphrd == _ARPHRD_NONE
-                else ""
-            ),
+            f"{facts.arphrd} (loopback)",
+            "a loopback device is no link towards another stack: the engine would read its own "
+            "frames and the host's alike",
             "error",
         )
     if not facts.flags & IFF_UP:

@@ -143,13 +143,12 @@ def test_link_down_and_no_carrier():
     assert "TAP" in no_carrier[0].why
 
 
-def test_not_ethernet():
-    tun = evaluate(clean(arphrd=65534, kind="tun"))
-    assert settings(tun) == {"link type": "error"}
-    assert "IFF_TAP" in tun[0].why
+def test_links_without_ethernet_are_fine_but_loopback_is_not():
+    assert settings(evaluate(clean(arphrd=65534, kind="tun"))) == {}  # a TUN: IP packets, read as such
+    assert settings(evaluate(clean(arphrd=768, kind=None))) == {}  # an IPIP tunnel
     loopback = evaluate(clean(arphrd=772, kind=None))
     assert settings(loopback) == {"link type": "error"}
-    assert "IFF_TAP" not in loopback[0].why
+    assert "loopback" in loopback[0].why
 
 
 def test_promiscuity_by_link_kind():
