@@ -33,14 +33,14 @@ from tcpemu._io import PacketLink
 from tcpemu.lab import Direction, Host, Lab, connect_nowait, open_lab
 from tcpemu.wire import Frame, IPAddress, parse_frame_untrusted, parse_mac
 
-from .conftest import EMU_PORT, family, recv_exactly, send_all
+from .helpers import EMU_PORT, family, recv_exactly, send_all
 
 pytestmark = pytest.mark.e2e
 
 LAB = pytest.mark.parametrize("gateway", [False, True], ids=["two-host", "gateway"])
 BOUND = 10.0  # seconds: a bound on each wait, never a clock
 
-# Three full segments and a short one: a stream whose order can be checked.
+# Two full segments and a short one (MSS 1448 or 1428): a stream whose order can be checked.
 STREAM_TO_TST = bytes(i % 251 for i in range(4000))
 STREAM_TO_IUT = bytes((7 * i) % 253 for i in range(4000))
 FROM_IUT = b"the IUT's data, acknowledged only once the path back works" * 4
