@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 import trio
 
+from . import notation
 from ._args import _check_bool, _check_int, _check_options, _check_timeout, _deadline
 from ._errors import (
     ConnectionBrokenError,
@@ -61,6 +62,11 @@ __all__ = ["Connection", "SegmentSpec", "UNKNOWN_MAC"]
 trace_log = logging.getLogger("tcpemu.trace")
 T = TypeVar("T")
 UNKNOWN_MAC: Final = bytes(6)  # remote_mac to be learnt from the peer's first frame
+
+
+def _check_text(what: str, text: object) -> None:
+    if not isinstance(text, str):
+        raise UsageError(f"{what}: a segment in packetdrill's notation is a str, got {text!r}")
 
 
 class Connection:
@@ -474,6 +480,38 @@ class Connection:
             return None
 
         return await self._wait(what, timeout, ready)
+
+    # --------------------------------------------------- packetdrill notation
+
+    async def expect(self, text: str, within: float | None = 1.0, *, ack: bool = False) -> Message:
+        """The peer's next segment, checked against ``text`` in packetdrill's notation
+        (``"F. 1:1(0) ack 1"``; omitted window and options match anything).
+
+        Returns the Message.  A mismatch (or nothing within ``within`` seconds)
+        raises :class:`~tcpemu.notation.SegmentMismatch`, an ``AssertionError``
+        showing expected and got in the same notation and the recent trace.
+        Nothing is ACKed unless ``ack=True``.
+        """
+        _check_text("expect", text)
+        if within is not None:
+            _check_timeout("expect: within", within)
+        _check_bool("expect: ack", ack)
+        return await notation.expect(self, text, within, ack=ack)
+
+    async def expect_nothing(self, for_: float) -> None:
+        """Fail with the segment if the peer sends anything within ``for_`` seconds."""
+        _check_timeout("expect_nothing: for_", for_)
+        await notation.expect_nothing(self, for_)
+
+    async def send(self, text: str, payload: bytes | None = None) -> Segment:
+        """Send exactly the segment ``text`` describes in packetdrill's notation
+        (``"P. 1:1001(1000) ack 1 win 511 <nop,nop,TS val 100 ecr 0>"``: relative
+        numbers, the options as written, the raw window), with ``payload`` or
+        that many filler bytes; the numbering moves as :meth:`send_msg`'s does."""
+        _check_text("send", text)
+        if payload is not None and not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise UsageError(f"send: payload must be bytes or None, got {type(payload).__name__}")
+        return await notation.send(self, text, payload)
 
     # ------------------------------------------------------------------ send
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ._state import TcpState
+from ._trace import format_segment
 from .wire import OptionKind, TcpFlags, TcpOption, find_option
 
 __all__ = ["SegmentKind", "Message", "CoreEvent", "ConnectionStatistics"]
@@ -48,6 +49,21 @@ class Message(NamedTuple):
     @property
     def window_bytes(self) -> int:
         return self.window if self.scaled_window is None else self.scaled_window
+
+    def __str__(self) -> str:
+        """The segment in packetdrill's notation, numbers relative to the ISNs it counts from:
+        ``P. 1:1001(1000) ack 1 win 502 <nop,nop,TS val 7 ecr 3>``."""
+        return format_segment(
+            self.flags,
+            self.seq,
+            self.ack,
+            self.window,
+            self.options,
+            len(self.payload),
+            urgent=self.urgent,
+            seq_base=self.seq_base,
+            ack_base=self.ack_base,
+        )
 
     @property
     def rel_seq(self) -> int:

@@ -1,25 +1,105 @@
-"""One readable line per segment, as tcpdump and packetdrill users read them."""
+"""Segments in packetdrill's notation, and the trace's one line per segment.
+
+``S. 0:0(0) ack 1 win 65535 <mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7>``:
+the same text in a connection's trace, in ``str(Message)``, in
+:mod:`tcpemu.notation`'s failures and in the packetdrill runner's reports.
+"""
 
 from __future__ import annotations
 
-from ._state import seq_diff
-from .wire import ETH_HLEN, FLAGS, OptionKind, Segment, TcpFlags, TcpOption
+import struct
+from collections.abc import Sequence
+from typing import Final
 
-_ACK = int(TcpFlags.ACK)
-_SACK = int(OptionKind.SACK)
+from ._state import SEQ_MOD
+from .wire import ETH_HLEN, OptionKind, Segment, TcpFlags, TcpOption
+
+__all__ = ["format_flags", "format_options", "format_segment", "format_fields"]
+
+
+# packetdrill's letters, in the order it prints them (``FP.``, ``S.E``, ``SEW``)
+_FLAG_ORDER: Final = (
+    ("F", TcpFlags.FIN),
+    ("S", TcpFlags.SYN),
+    ("R", TcpFlags.RST),
+    ("P", TcpFlags.PSH),
+    (".", TcpFlags.ACK),
+    ("U", TcpFlags.URG),
+    ("E", TcpFlags.ECE),
+    ("W", TcpFlags.CWR),
+    ("A", TcpFlags.AE),
+)
+
+
+def format_flags(flags: TcpFlags | int) -> str:
+    """packetdrill's letters for ``flags``, ``-`` for none."""
+    f = int(flags)
+    return "".join(ch for ch, bit in _FLAG_ORDER if f & bit) or "-"
 
 
 def _rel(value: int, base: int | None) -> int:
-    return value if base is None else seq_diff(value, base) % (1 << 32)
+    return value if base is None else (value - base) % SEQ_MOD
 
 
-def _option_text(option: TcpOption, ack_base: int | None) -> str:
-    """An option as text; SACK edges, like the ack, relative to the receiver's ISN."""
-    if option.kind == _SACK and ack_base is not None and len(option.data) % 8 == 0:
-        blocks = option.value()
-        if isinstance(blocks, list):
-            return "sack " + " ".join(f"{_rel(a, ack_base)}:{_rel(b, ack_base)}" for a, b in blocks)
-    return str(option)
+def format_options(options: Sequence[TcpOption], sack_base: int | None = None) -> str:
+    """``<mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7>`` (SACK blocks relative to ``sack_base``)."""
+    out = []
+    for opt in options:
+        kind, data = opt.kind, opt.data
+        value = opt.value()
+        if kind == OptionKind.NOP:
+            out.append("nop")
+        elif kind == OptionKind.EOL:
+            out.append("eol")
+        elif kind == OptionKind.SACK_PERMITTED and not data:
+            out.append("sackOK")
+        elif kind == OptionKind.MSS and len(data) == 2:
+            out.append(f"mss {value}")
+        elif kind == OptionKind.WSCALE and len(data) == 1:
+            out.append(f"wscale {value}")
+        elif kind == OptionKind.TIMESTAMP and len(data) == 8:
+            val, ecr = struct.unpack("!II", data)
+            out.append(f"TS val {val} ecr {ecr}")
+        elif kind == OptionKind.SACK and data and len(data) % 8 == 0:
+            blocks = struct.unpack(f"!{len(data) // 4}I", data)
+            out.append(
+                "sack "
+                + " ".join(
+                    f"{_rel(blocks[i], sack_base)}:{_rel(blocks[i + 1], sack_base)}"
+                    for i in range(0, len(blocks), 2)
+                )
+            )
+        else:
+            out.append(f"opt{kind} {data.hex() or '-'}")
+    return "<" + ",".join(out) + ">"
+
+
+def format_segment(
+    flags: TcpFlags | int,
+    seq: int,
+    ack: int,
+    window: int,
+    options: Sequence[TcpOption],
+    length: int,
+    *,
+    urgent: int = 0,
+    seq_base: int | None = None,
+    ack_base: int | None = None,
+) -> str:
+    """One segment in packetdrill notation, numbers relative to the bases given (None: absolute).
+
+    SACK blocks acknowledge the receiver's data, so they are relative to ``ack_base``.
+    """
+    s = _rel(seq, seq_base)
+    text = f"{format_flags(flags)} {s}:{(s + length) % SEQ_MOD}({length})"
+    if int(flags) & TcpFlags.ACK:
+        text += f" ack {_rel(ack, ack_base)}"
+    text += f" win {window}"
+    if int(flags) & TcpFlags.URG or urgent:
+        text += f" urg {urgent}"
+    if options:
+        text += " " + format_options(options, ack_base)
+    return text
 
 
 def format_fields(
@@ -38,18 +118,12 @@ def format_fields(
     note: str = "",
 ) -> str:
     """``0.000123 conn > S. 0:0(0) ack 1 win 65535 <mss 1460>`` from the
-    fields a connection's trace keeps.
+    fields a connection's trace keeps (the segment in packetdrill's notation).
 
     seq is relative to the sender's ISN, ack to the receiver's (when known).
     """
-    s = _rel(seq, seq_base)
-    short = FLAGS[flags & 0x1FF].short()
-    line = f"{time:10.6f} {label}{'>' if outgoing else '<'} {short:<3} {s}:{s + length}({length})"
-    if flags & _ACK:
-        line += f" ack {_rel(ack, ack_base)}"
-    line += f" win {window}"
-    if options:
-        line += " <" + ", ".join(_option_text(o, ack_base) for o in options) + ">"
+    segment = format_segment(flags, seq, ack, window, options, length, seq_base=seq_base, ack_base=ack_base)
+    line = f"{time:10.6f} {label}{'>' if outgoing else '<'} {segment}"
     if note:
         line += f" [{note}]"
     return line

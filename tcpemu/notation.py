@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 import trio
 
 from ._errors import TcpemuError, UsageError
+from ._trace import _FLAG_ORDER, _rel, format_flags, format_options, format_segment
 from .core import Message, seq_diff
 from .wire import OptionKind, Segment, TcpFlags, TcpOption
 
@@ -66,18 +67,6 @@ SEQ_MOD: Final = 1 << 32
 TRACE_LINES: Final = 20
 """How many of the connection's recent trace lines a mismatch shows."""
 
-# packetdrill's letters, in the order it prints them (``FP.``, ``S.E``, ``SEW``)
-_FLAG_ORDER: Final = (
-    ("F", TcpFlags.FIN),
-    ("S", TcpFlags.SYN),
-    ("R", TcpFlags.RST),
-    ("P", TcpFlags.PSH),
-    (".", TcpFlags.ACK),
-    ("U", TcpFlags.URG),
-    ("E", TcpFlags.ECE),
-    ("W", TcpFlags.CWR),
-    ("A", TcpFlags.AE),
-)
 _FLAG_OF: Final = dict(_FLAG_ORDER)
 
 
@@ -210,12 +199,6 @@ def parse_flags(text: str, source: str = "") -> TcpFlags:
             )
         flags |= bit
     return flags
-
-
-def format_flags(flags: TcpFlags | int) -> str:
-    """packetdrill's letters for ``flags``, ``-`` for none."""
-    f = int(flags)
-    return "".join(ch for ch, bit in _FLAG_ORDER if f & bit) or "-"
 
 
 def parse_options(text: str, source: str = "") -> tuple[OptionPattern, ...] | None:
@@ -369,71 +352,6 @@ def rel_ack(conn: Connection, msg: Message | Segment, *, sent: bool = False) -> 
     sent), relative to the receiver's ISN; absolute while that ISN is unknown."""
     peer, ours = _bases(conn)
     return _rel(msg.ack, peer if sent else ours)
-
-
-def _rel(value: int, base: int | None) -> int:
-    return value if base is None else (value - base) % SEQ_MOD
-
-
-def format_options(options: Sequence[TcpOption], sack_base: int | None = None) -> str:
-    """``<mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7>`` (SACK blocks relative to ``sack_base``)."""
-    out = []
-    for opt in options:
-        kind, data = opt.kind, opt.data
-        value = opt.value()
-        if kind == OptionKind.NOP:
-            out.append("nop")
-        elif kind == OptionKind.EOL:
-            out.append("eol")
-        elif kind == OptionKind.SACK_PERMITTED and not data:
-            out.append("sackOK")
-        elif kind == OptionKind.MSS and len(data) == 2:
-            out.append(f"mss {value}")
-        elif kind == OptionKind.WSCALE and len(data) == 1:
-            out.append(f"wscale {value}")
-        elif kind == OptionKind.TIMESTAMP and len(data) == 8:
-            val, ecr = struct.unpack("!II", data)
-            out.append(f"TS val {val} ecr {ecr}")
-        elif kind == OptionKind.SACK and data and len(data) % 8 == 0:
-            blocks = struct.unpack(f"!{len(data) // 4}I", data)
-            out.append(
-                "sack "
-                + " ".join(
-                    f"{_rel(blocks[i], sack_base)}:{_rel(blocks[i + 1], sack_base)}"
-                    for i in range(0, len(blocks), 2)
-                )
-            )
-        else:
-            out.append(f"opt{kind} {data.hex() or '-'}")
-    return "<" + ",".join(out) + ">"
-
-
-def format_segment(
-    flags: TcpFlags | int,
-    seq: int,
-    ack: int,
-    window: int,
-    options: Sequence[TcpOption],
-    length: int,
-    *,
-    urgent: int = 0,
-    seq_base: int | None = None,
-    ack_base: int | None = None,
-) -> str:
-    """One segment in packetdrill notation, numbers relative to the bases given (None: absolute).
-
-    SACK blocks acknowledge the receiver's data, so they are relative to ``ack_base``.
-    """
-    s = _rel(seq, seq_base)
-    text = f"{format_flags(flags)} {s}:{(s + length) % SEQ_MOD}({length})"
-    if int(flags) & TcpFlags.ACK:
-        text += f" ack {_rel(ack, ack_base)}"
-    text += f" win {window}"
-    if int(flags) & TcpFlags.URG or urgent:
-        text += f" urg {urgent}"
-    if options:
-        text += " " + format_options(options, ack_base)
-    return text
 
 
 def format_message(msg: Message | Segment, conn: Connection | None = None, *, sent: bool = False) -> str:

@@ -120,8 +120,8 @@ async def test_engine_captures_both_directions_and_keeps_a_trace(tmp_path):
     assert [r.direction for r in recs] == [INBOUND, OUTBOUND, INBOUND]
     assert parse_frame_untrusted(recs[1].frame).segment.flags == TcpFlags.SYN | TcpFlags.ACK
     text = "\n".join(trace)
-    assert "< S   0:0(0) win 100" in text
-    assert "> S.  0:0(0) ack 1 win 65535 <mss 1460>" in text
+    assert "< S 0:0(0) win 100" in text
+    assert "> S. 0:0(0) ack 1 win 65535 <mss 1460>" in text
     assert "! state LISTEN -> SYN_RECEIVED" in text
     assert "! state SYN_RECEIVED -> ESTABLISHED" in text
     assert "! recv_msg: timed out after 0.01 s" in text
@@ -162,7 +162,7 @@ def test_pytest_report_has_capture_and_trace_and_keeps_only_failures(pytester):
     out = result.stdout.str()
     assert "tcpemu capture" in out
     assert "tcpemu trace c1 198.18.0.2:20000 <-> 198.18.0.1:40000" in out
-    assert "< S   0:0(0) win 100" in out
+    assert "< S 0:0(0) win 100" in out
     captures = pytester.path / ".tcpemu" / "captures"
     kept = [p.name for p in captures.iterdir()]
     assert len(kept) == 1 and "test_fails" in kept[0]

@@ -529,10 +529,10 @@ async def test_the_trace_reads_the_same_either_path_and_keeps_no_payload(autojum
     assert traces[0] == traces[1]
     received = [line for line in traces[0] if line.startswith("c1 <")]
     assert received[-4:] == [
-        "c1 < P.  1:1401(1400) ack 1 win 1000 <nop, nop, TS val 100 ecr 0>",
-        "c1 < .   1501:1501(0) ack 1 win 1000 [out-of-order]",
-        "c1 < .   1:1401(1400) ack 1 win 1000 [retransmit]",
-        "c1 < F.  1401:1401(0) ack 1 win 1000 <nop, nop, TS val 100 ecr 0>",
+        "c1 < P. 1:1401(1400) ack 1 win 1000 <nop,nop,TS val 100 ecr 0>",
+        "c1 < . 1501:1501(0) ack 1 win 1000 [out-of-order]",
+        "c1 < . 1:1401(1400) ack 1 win 1000 [retransmit]",
+        "c1 < F. 1401:1401(0) ack 1 win 1000 <nop,nop,TS val 100 ecr 0>",
     ]
 
 
@@ -551,9 +551,9 @@ async def test_the_trace_reads_options_from_the_frames_of_either_family(version)
         lines = [line.split(None, 1)[1] for line in conn.trace() if " ! " not in line]
     peer_link.close()
     assert lines == [
-        "c1 < S   0:0(0) win 1000 <mss 1400, wscale 2>",
-        "c1 > S.  0:0(0) ack 1 win 65535 <mss 1460>",
-        "c1 < .   1:1(0) ack 1 win 1000",
+        "c1 < S 0:0(0) win 1000 <mss 1400,wscale 2>",
+        "c1 > S. 0:0(0) ack 1 win 65535 <mss 1460>",
+        "c1 < . 1:1(0) ack 1 win 1000",
     ]
 
 
@@ -571,7 +571,7 @@ async def test_the_trace_logger_gets_the_lines_trace_gives(engine_and_peer, capl
         r.getMessage() for r in caplog.records if r.name == "tcpemu.trace" and r.getMessage()[:1] == " "
     ]
     assert logged == segment_lines and len(segment_lines) == 5
-    assert segment_lines[3].endswith("c1 < P.  1:4(3) ack 1 win 1000 <nop, nop, TS val 9 ecr 0>")
+    assert segment_lines[3].endswith("c1 < P. 1:4(3) ack 1 win 1000 <nop,nop,TS val 9 ecr 0>")
 
 
 @st.composite
