@@ -38,10 +38,11 @@ STALL_TIMEOUT = 60.0
 """A connection fails when no byte of it moved (and no step finished) for this long."""
 EXCHANGE_TIMEOUT = 900.0
 """The most one connection's whole exchange may take, however slowly it progresses."""
-BLOCK = 4096
+BLOCK = 1024
 """The pattern is made in blocks of this many bytes, each from a hash of its key and index."""
-CHUNK = 16384
-"""Bytes of the pattern made, sent or checked at a time."""
+CHUNK = 4096
+"""Bytes of the pattern made, sent or read at a time (a few system calls more, a few KiB less
+per connection)."""
 EMU_IN_FLIGHT = 16384
 """The emulator sends more only while at most this much is unacknowledged: its retransmission
 store (reliable mode) is the largest thing a soak connection holds."""
@@ -245,7 +246,7 @@ async def _iut_recv(sock: trio.socket.SocketType, expected: Pattern, stats: Soak
     name = "IUT receive"
     while True:
         ex.step(name, f"the emulator's data and FIN ({expected.offset} of {expected.size} bytes received)")
-        chunk = await sock.recv(65536)
+        chunk = await sock.recv(CHUNK)
         if not chunk:
             break
         at = expected.offset
@@ -310,6 +311,18 @@ async def _emu_recv(conn: Connection, expected: Pattern, stats: SoakStats, ex: _
     ex.done(name)
 
 
+async def _drop_acks_after_fin(conn: Connection) -> None:
+    """Once the IUT's FIN is in and its bytes read, nobody reads the receive queue any more,
+    and the IUT's ACKs of what we still send would pile up in it (thousands per connection):
+    drop them.  Nothing can join the stream after the FIN, so nothing is lost."""
+    while True:
+        await conn.wait_until(
+            lambda c: c.fin_got and not c.core.stream_available() and c.core.pending() >= 8,
+            what="ACKs queued after the FIN",
+        )
+        conn.core.read_stream()
+
+
 async def _emu_send(conn: Connection, data: Pattern, ex: _Exchange) -> None:
     name = "emulator send"
     while data.remaining:
@@ -358,15 +371,19 @@ async def _one_connection(
             stats.open += 1
             stats.opened += 1
             try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_iut_send, iut, Pattern(seed, pair, generation, "up", size), stats, ex)
-                    nursery.start_soon(
-                        _iut_recv, iut, Pattern(seed, pair, generation, "down", size), stats, ex
-                    )
-                    nursery.start_soon(
-                        _emu_recv, conn, Pattern(seed, pair, generation, "up", size), stats, ex
-                    )
-                    nursery.start_soon(_emu_send, conn, Pattern(seed, pair, generation, "down", size), ex)
+                async with trio.open_nursery() as janitor:
+                    janitor.start_soon(_drop_acks_after_fin, conn)
+                    async with trio.open_nursery() as nursery:
+                        for task, end, direction in (
+                            (_iut_send, iut, "up"),
+                            (_iut_recv, iut, "down"),
+                            (_emu_recv, conn, "up"),
+                        ):
+                            nursery.start_soon(
+                                task, end, Pattern(seed, pair, generation, direction, size), stats, ex
+                            )
+                        nursery.start_soon(_emu_send, conn, Pattern(seed, pair, generation, "down", size), ex)
+                    janitor.cancel_scope.cancel()
             finally:
                 stats.open -= 1
         if scope.cancelled_caught:
