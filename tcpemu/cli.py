@@ -294,6 +294,7 @@ def _summary(result: SoakResult, args: argparse.Namespace) -> dict[str, object]:
         "connections": result.connections,
         "duration_s": round(result.duration, 3),
         "churn_bytes": args.churn_bytes,
+        "stall_timeout_s": args.stall_timeout,
         "faults_out": args.faults_out,
         "faults_in": args.faults_in,
         "opened": result.opened,
@@ -388,6 +389,7 @@ async def soak_command(args: argparse.Namespace, out: TextIO = sys.stdout, err: 
                     faults_in=_parse_faults(args.faults_in),
                     stats=stats,
                     stop=stop,
+                    stall_timeout=args.stall_timeout,
                 )
             finally:
                 nursery.cancel_scope.cancel()
@@ -486,6 +488,7 @@ def _number(
 
 _CONNECTIONS = _number(int, "a whole number of pairs from 1 to 40000", lambda v: 1 <= v <= 40000)
 _DURATION = _number(float, "a number of seconds > 0 and at most 604800 (a week)", lambda v: 0 < v <= 604800)
+_STALL = _number(float, "a number of seconds > 0 and at most 3600", lambda v: 0 < v <= 3600)
 _CHURN = _number(int, "a whole number of bytes >= 1", lambda v: v >= 1)
 _PROGRESS = _number(
     float, "0 (no progress lines) or a number of seconds >= 0.1", lambda v: v == 0 or v >= 0.1
@@ -566,6 +569,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         metavar="FAULTS",
         help="the same, for frames the emulator receives",
+    )
+    p_soak.add_argument(
+        "--stall-timeout",
+        metavar="SECONDS",
+        type=_STALL,
+        default=60.0,
+        help="a connection fails when none of its bytes moved for this long",
     )
     p_soak.add_argument(
         "--progress",

@@ -35,7 +35,7 @@ __all__ = ["SoakStats", "SoakResult", "Pattern", "run_soak", "pattern"]
 
 BASE_PORT = 20000
 STALL_TIMEOUT = 60.0
-"""A connection fails when no byte of it moved (and no step finished) for this long."""
+"""By default, a connection fails when no byte of it moved (and no step finished) for this long."""
 EXCHANGE_TIMEOUT = 900.0
 """The most one connection's whole exchange may take, however slowly it progresses."""
 BLOCK = 1024
@@ -184,28 +184,30 @@ class _Exchange:
     """One soak connection's steps in progress, so that a timeout names the slow one and what
     it waited for; every step that moves bytes pushes the stall deadline back."""
 
-    def __init__(self, where: str, scope: trio.CancelScope, hard_deadline: float) -> None:
+    def __init__(self, where: str, scope: trio.CancelScope, stall: float, hard_deadline: float) -> None:
         self.where = where
         self.scope = scope
+        self.stall = stall
         self.hard_deadline = hard_deadline
         self.waiting: dict[str, str] = {}
         self.iut: trio.socket.SocketType | None = None
+        self.listener: Listener | None = None
         self.conn: Connection | None = None
 
     def step(self, name: str, waits_for: str) -> None:
         """Step ``name`` now waits for ``waits_for``; counts as progress."""
         self.waiting[name] = waits_for
-        self.scope.deadline = min(trio.current_time() + STALL_TIMEOUT, self.hard_deadline)
+        self.scope.deadline = min(trio.current_time() + self.stall, self.hard_deadline)
 
     def done(self, name: str) -> None:
         self.waiting.pop(name, None)
-        self.scope.deadline = min(trio.current_time() + STALL_TIMEOUT, self.hard_deadline)
+        self.scope.deadline = min(trio.current_time() + self.stall, self.hard_deadline)
 
     def timeout_error(self) -> TcpemuTimeoutError:
         bound = (
             f"the exchange bound of {EXCHANGE_TIMEOUT:.0f} s"
             if trio.current_time() >= self.hard_deadline
-            else f"{STALL_TIMEOUT:.0f} s without progress"
+            else f"{self.stall:g} s without progress"
         )
         steps = "; ".join(f"{name}: waiting for {what}" for name, what in self.waiting.items())
         states = []
@@ -214,6 +216,11 @@ class _Exchange:
                 states.append(f"IUT socket {tcp_state(self.iut).name}")
             except OSError as exc:
                 states.append(f"IUT socket state unreadable ({exc})")
+        if self.listener is not None and self.conn is None:
+            ls = self.listener.statistics()
+            states.append(
+                f"listener: {ls.syns} SYNs seen, {ls.waiting} connections waiting, {ls.accepted} accepted"
+            )
         if self.conn is not None:
             st = self.conn.statistics()
             states.append(
@@ -349,17 +356,22 @@ async def _one_connection(
     size: int,
     stats: SoakStats,
     opening: trio.Semaphore,
+    stall: float,
 ) -> None:
     where = f"pair {pair} connection {generation}"
     now = trio.current_time()
     iut = await lab.iut.socket()
     conn: Connection | None = None
     try:
-        with trio.CancelScope(deadline=now + STALL_TIMEOUT) as scope:
-            ex = _Exchange(where, scope, now + EXCHANGE_TIMEOUT)
-            ex.iut = iut
+        with trio.CancelScope(deadline=now + stall) as scope:
+            ex = _Exchange(where, scope, stall, now + EXCHANGE_TIMEOUT)
+            ex.iut, ex.listener = iut, listener
             async with opening:
-                ex.step("open", f"the emulated listener on port {listener.local_port} to take the IUT's SYN")
+                ex.step(
+                    "open",
+                    f"a connection from the emulated listener on port {listener.local_port} "
+                    "(the IUT's SYN, our SYN-ACK, the IUT's ACK)",
+                )
                 connect_nowait(iut, (str(lab.tst.ip), listener.local_port))
                 conn = ex.conn = await listener.accept()
                 ex.step("open", "the IUT's connect() to complete (the emulator's SYN-ACK or the IUT's ACK)")
@@ -413,11 +425,12 @@ async def _pair(
     deadline: float,
     stats: SoakStats,
     opening: trio.Semaphore,
+    stall: float,
 ) -> None:
     generation = 0
     while trio.current_time() < deadline:
         try:
-            await _one_connection(lab, listener, pair, generation, seed, size, stats, opening)
+            await _one_connection(lab, listener, pair, generation, seed, size, stats, opening, stall)
         except TcpemuTimeoutError as exc:
             stats.errors.append(str(exc))  # it names the pair, the connection and the step
         except (TcpemuError, OSError) as exc:
@@ -447,10 +460,13 @@ async def run_soak(
     rss_interval: float = 1.0,
     warmup: float = 0.25,
     stop: trio.Event | None = None,
+    stall_timeout: float = STALL_TIMEOUT,
 ) -> SoakResult:
     """Run a soak in a fresh lab; ``stats`` (if given) is updated live.
 
-    Setting ``stop`` ends the run early: the connections in progress are
+    A connection fails when none of its bytes moved for ``stall_timeout``
+    seconds; the error names the pair, the connection, and what each of its
+    unfinished steps waited for.  Setting ``stop`` ends the run early: the connections in progress are
     abandoned, the lab is removed, and the result (``interrupted=True``)
     holds what was done until then.
     """
@@ -460,11 +476,12 @@ async def run_soak(
         ("churn_bytes", churn_bytes, churn_bytes >= 1),
         ("rss_interval", rss_interval, rss_interval > 0),
         ("warmup", warmup, 0 <= warmup < 1),
+        ("stall_timeout", stall_timeout, stall_timeout > 0),
     ):
         if not allowed:
             raise UsageError(
                 f"run_soak: {name}={value!r} is out of range; connections >= 1, duration > 0 s, "
-                "churn_bytes >= 1, rss_interval > 0 s and 0 <= warmup < 1"
+                "churn_bytes >= 1, rss_interval > 0 s, 0 <= warmup < 1 and stall_timeout > 0 s"
             )
     if connections > 40000:
         raise UsageError(
@@ -507,7 +524,9 @@ async def run_soak(
 
                     nursery.start_soon(stopper)
                 for i, lst in enumerate(listeners):
-                    pairs.start_soon(_pair, lab, lst, i, seed, churn_bytes, deadline, stats, opening)
+                    pairs.start_soon(
+                        _pair, lab, lst, i, seed, churn_bytes, deadline, stats, opening, stall_timeout
+                    )
             nursery.cancel_scope.cancel()
         elapsed = trio.current_time() - stats.started
         es = engine.statistics()

@@ -73,3 +73,31 @@ def test_a_mismatch_or_an_error_fails_the_soak():
     assert not SoakResult(**{**base, "mismatches": 1}).passed
     assert not SoakResult(**{**base, "errors": ("x",)}).passed
     assert not SoakResult(**{**base, "rss_peak_after_warmup": 106}).passed
+
+
+async def test_a_stalled_connection_is_named_with_its_step_and_what_it_waited_for():
+    # every frame the emulator sends is lost: the IUT's SYN is never answered
+    result = await run_soak(
+        connections=2, duration=1, seed=5, faults_out=Faults(drop=1.0), stall_timeout=1.5, rss_interval=0.5
+    )
+    assert not result.passed and result.closed == 0
+    assert result.errors, "two stalled pairs and no error"
+    for pair in (0, 1):
+        assert (
+            f"pair {pair} connection 0: 1.5 s without progress; "
+            f"open: waiting for a connection from the emulated listener on port {20000 + pair} "
+            "(the IUT's SYN, our SYN-ACK, the IUT's ACK) (IUT socket SYN_SENT, listener: "
+        ) in "\n".join(result.errors), result.errors
+    assert not any("TooSlowError" in e for e in result.errors)
+
+
+async def test_stop_ends_a_soak_at_once_and_is_not_an_error():
+    import trio
+
+    stop = trio.Event()
+    stop.set()  # as a Ctrl-C during set-up does: the pairs are stopped as soon as they start
+    with trio.fail_after(60):
+        result = await run_soak(connections=3, duration=600, seed=2, stop=stop)
+    assert result.interrupted and not result.passed
+    assert result.errors == () and result.mismatches == 0  # abandoned connections are no failures
+    assert result.duration < 60

@@ -35,6 +35,7 @@ def _soak_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
         (["--connections", "2.5"], "--connections: '2.5' is not a whole number of pairs"),
         (["--progress", "-1"], "--progress: '-1' is out of range: expected 0 (no progress lines) or"),
         (["--progress", "0.001"], "--progress: '0.001' is out of range"),
+        (["--stall-timeout", "0"], "--stall-timeout: '0' is out of range: expected a number of seconds > 0"),
         (["--churn-bytes", "0"], "--churn-bytes: '0' is out of range: expected a whole number of bytes >= 1"),
         (["--faults-out", "drop=2"], "--faults-out: 'drop=2': fault probability drop must be within 0..1"),
         (["--faults-in", "lose=0.1"], "--faults-in: 'lose=0.1': unknown fault 'lose'"),
@@ -233,7 +234,7 @@ def test_an_interrupted_soak_does_not_pass():
 
 async def test_a_soak_timeout_names_the_connection_the_step_and_what_it_waited_for():
     with trio.CancelScope() as scope:
-        exchange = _Exchange("pair 7 connection 3", scope, math.inf)
+        exchange = _Exchange("pair 7 connection 3", scope, 60.0, math.inf)
         exchange.step("IUT send", "room in the IUT's send buffer (16384 of 262144 bytes sent)")
         exchange.step("emulator receive", "the IUT's data and FIN (0 of 262144 bytes received)")
         exchange.done("IUT send")
@@ -247,7 +248,7 @@ async def test_a_soak_timeout_names_the_connection_the_step_and_what_it_waited_f
 
 async def test_each_step_pushes_the_stall_deadline_back():
     with trio.CancelScope() as scope:
-        exchange = _Exchange("pair 0 connection 0", scope, trio.current_time() + 1000)
+        exchange = _Exchange("pair 0 connection 0", scope, 60.0, trio.current_time() + 1000)
         exchange.step("open", "x")
         first = scope.deadline
         await trio.sleep(0.01)
