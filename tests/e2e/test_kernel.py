@@ -11,7 +11,7 @@ import trio
 
 import tcpemu
 import tcpemu.lab
-from tcpemu import SegmentKind, TcpFlags, TcpState, tcp_info, tcp_state, wait_tcp_state
+from tcpemu import SegmentKind, TcpState, tcp_info, tcp_state, wait_tcp_state
 
 from .conftest import (
     EMU_PORT,
@@ -43,7 +43,8 @@ async def test_seed_scenario_server_mode(tcpemu_lab, tcpemu_engine, ipv):
     payload = random.Random(1).randbytes(1024)
     await conn.send_msg(payload)
     assert await recv_exactly(iut, 1024) == payload
-    await conn.wait_until(lambda c: c.last_ackn_got == c.next_seqn, timeout=5, what="ACK of the data")
+    await conn.expect(". 1:1(0) ack 1025", within=5)  # the kernel's ACK of the data, and nothing else first
+    assert conn.last_ackn_got == conn.next_seqn
     assert conn.first_seqn_got is not None and conn.next_ackn == (conn.first_seqn_got + 1) % 2**32
     assert conn.last_seqn_sent == conn.first_seqn_sent + 1
     iut.close()
@@ -103,10 +104,12 @@ async def test_withheld_acks_make_the_kernel_retransmit(tcpemu_lab, tcpemu_engin
     lab = tcpemu_lab
     conn, iut = await open_emulated_server(tcpemu_engine, lab, ipv=ipv)
     await iut.send(b"A" * 100)
-    first = await conn.recv_msg(timeout=5, ack=False)
-    again = await conn.recv_msg(timeout=5, ack=False)
+    # the same segment twice: the first transmission, then (unacknowledged) its
+    # retransmission, a tail-loss probe or the RTO's, well within 5 s
+    first = await conn.expect("P. 1:101(100) ack 1", within=5)
+    again = await conn.expect("P. 1:101(100) ack 1", within=5)
     assert first.kind is SegmentKind.EXPECTED and first.payload == b"A" * 100
-    assert again.kind is SegmentKind.RETRANSMIT and (again.seq, again.payload) == (first.seq, first.payload)
+    assert again.kind is SegmentKind.RETRANSMIT and again.payload == first.payload
     assert tcp_info(iut).total_retrans >= 1
     await conn.ack_all()
 
@@ -148,10 +151,10 @@ async def test_send_fin_waits_for_the_ack_and_iut_sees_eof(tcpemu_lab, tcpemu_en
     assert await iut.recv(10) == b""
     assert tcp_state(iut) is TcpState.CLOSE_WAIT
     iut.close()
-    ack = await conn.recv_msg(timeout=5)  # the queue keeps the ACK of our FIN first
-    assert ack.flags == TcpFlags.ACK and ack.ack == conn.next_seqn
-    fin = await conn.recv_msg(timeout=5)
-    assert fin.flags & TcpFlags.FIN and conn.fin_got and conn.state is TcpState.TIME_WAIT
+    await conn.expect(". 1:1(0) ack 2", within=5)  # the queue keeps the ACK of our FIN first
+    assert conn.next_seqn == (conn.first_seqn_sent + 2) % 2**32  # our SYN and FIN
+    await conn.expect("F. 1:1(0) ack 2", within=5, ack=True)
+    assert conn.fin_got and conn.state is TcpState.TIME_WAIT
 
 
 async def test_send_rst_resets_the_iut_socket(tcpemu_lab, tcpemu_engine, ipv):
@@ -168,11 +171,14 @@ async def test_delayed_syn_ack_holds_the_iut_in_syn_sent(tcpemu_lab, tcpemu_engi
     lab = tcpemu_lab
     conn = emu_server(tcpemu_engine, lab, ipv=ipv)
     iut = await iut_connect(lab, ipv=ipv)
-    syn = await conn.wait_msg(timeout=5)
-    assert syn.flags == TcpFlags.SYN and syn.mss == (1460 if ipv == 4 else 1440)  # MTU 1500 less headers
+    mss = 1460 if ipv == 4 else 1440  # MTU 1500 less the IP and TCP headers
+    # the options in Linux's order; the lab pins tcp_rmem, so the window scale is 7
+    syn_line = f"S 0:0(0) <mss {mss},sackOK,TS val * ecr 0,nop,wscale 7>"
+    await conn.expect(syn_line, within=5)
     assert tcp_state(iut) is TcpState.SYN_SENT
     # the kernel retransmits its SYN (1 s later) and is still waiting for us
-    await conn.wait_until(lambda c: c.statistics().retransmits_seen >= 1, timeout=5, what="SYN retransmit")
+    again = await conn.expect(syn_line, within=5)
+    assert again.retransmit and conn.statistics().retransmits_seen >= 1
     info = tcp_info(iut)
     assert info.state is TcpState.SYN_SENT and info.total_retrans >= 1
     await conn.wait_open(timeout=5)
@@ -207,7 +213,7 @@ async def test_listener_accepts_many_kernel_connections(tcpemu_lab, tcpemu_engin
     sock = socks[17]
     await sock.send(b"which one")
     conn = by_port[sock.getsockname()[1]]
-    assert (await conn.recv_msg(timeout=5)).payload == b"which one"
+    assert (await conn.expect("P. 1:10(9) ack 1", within=5)).payload == b"which one"
     assert listener.statistics().backlog_overflows == 0
     for s in socks:
         s.close()
