@@ -313,7 +313,6 @@ def _summary(result: SoakResult, args: argparse.Namespace) -> dict[str, object]:
         "rss_after_warmup": result.rss_after_warmup,
         "rss_peak_after_warmup": result.rss_peak_after_warmup,
         "rss_growth": round(result.rss_growth, 4),
-        "rss_per_connection": round(result.rss_per_connection),
     }
 
 
@@ -332,9 +331,16 @@ def _verdict_line(result: SoakResult) -> str:
         f"{result.mismatches} mismatches, {len(result.errors)} errors; "
         f"retransmits seen {result.retransmits_seen}, sent {result.retransmits_sent}; "
         f"faults {sum(result.faults.values())} ({faults}); "
-        f"kernel drops {result.kernel_drops}; RSS growth after warm-up {result.rss_growth:+.1%} "
-        f"({result.rss_after_warmup / 2**20:.0f} -> {result.rss_peak_after_warmup / 2**20:.0f} MiB, "
-        f"{result.rss_per_connection / 1024:.0f} KiB per pair)"
+        f"kernel drops {result.kernel_drops}; " + _rss_text(result)
+    )
+
+
+def _rss_text(result: SoakResult) -> str:
+    if not result.rss_after_warmup:
+        return "RSS not judged: the warm-up (every pair's first connection) did not end within the run"
+    return (
+        f"RSS growth after warm-up {result.rss_growth:+.1%} "
+        f"({result.rss_after_warmup / 2**20:.0f} -> {result.rss_peak_after_warmup / 2**20:.0f} MiB)"
     )
 
 

@@ -17,6 +17,7 @@ unacknowledged, and it advertises a window of :data:`EMU_WINDOW` bytes.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import resource
 import socket
@@ -134,6 +135,11 @@ class SoakStats:
     retransmits_sent: int = 0
     errors: list[str] = field(default_factory=list)
     rss: list[tuple[float, int]] = field(default_factory=list)
+    pairs_settled: int = 0
+    """Pairs whose first connection ended (closed or failed)."""
+    settled_at: float | None = None
+    """Seconds from the start until every pair's first connection ended: from then on every
+    pair holds its steady share of memory (the end of the warm-up, unless that is later)."""
 
 
 @dataclass(frozen=True)
@@ -151,9 +157,10 @@ class SoakResult:
     faults: dict[str, int]
     kernel_drops: int
     rss_after_warmup: int
+    """RSS at the end of the warm-up; 0 when the warm-up did not end before the run (not judged)."""
     rss_peak_after_warmup: int
     rss_before: int = 0
-    """RSS before the lab and the engine were opened: the base the per-connection figure leaves out."""
+    """RSS before the lab and the engine were opened (the engine's receive ring alone maps 32 MiB)."""
     interrupted: bool = False
     """The run was stopped before its duration (``stop`` was set): the figures are partial."""
 
@@ -161,13 +168,6 @@ class SoakResult:
     def rss_growth(self) -> float:
         """Peak RSS after warm-up over RSS at the end of warm-up, minus one."""
         return self.rss_peak_after_warmup / self.rss_after_warmup - 1 if self.rss_after_warmup else 0.0
-
-    @property
-    def rss_per_connection(self) -> float:
-        """Peak RSS after warm-up above the RSS before the soak, per pair, in bytes."""
-        if not self.rss_before or not self.rss_peak_after_warmup:
-            return 0.0
-        return max(self.rss_peak_after_warmup - self.rss_before, 0) / self.connections
 
     @property
     def passed(self) -> bool:
@@ -426,9 +426,14 @@ async def _pair(
     stats: SoakStats,
     opening: trio.Semaphore,
     stall: float,
+    pairs: int,
 ) -> None:
     generation = 0
     while trio.current_time() < deadline:
+        if generation == 1:
+            stats.pairs_settled += 1
+            if stats.pairs_settled == pairs:
+                stats.settled_at = trio.current_time() - stats.started
         try:
             await _one_connection(lab, listener, pair, generation, seed, size, stats, opening, stall)
         except TcpemuTimeoutError as exc:
@@ -525,12 +530,25 @@ async def run_soak(
                     nursery.start_soon(stopper)
                 for i, lst in enumerate(listeners):
                     pairs.start_soon(
-                        _pair, lab, lst, i, seed, churn_bytes, deadline, stats, opening, stall_timeout
+                        _pair,
+                        lab,
+                        lst,
+                        i,
+                        seed,
+                        churn_bytes,
+                        deadline,
+                        stats,
+                        opening,
+                        stall_timeout,
+                        connections,
                     )
             nursery.cancel_scope.cancel()
         elapsed = trio.current_time() - stats.started
         es = engine.statistics()
-    after = [r for t, r in stats.rss if t >= warmup * duration]
+    # warm-up: the first quarter (``warmup``), or until every pair's first connection ended if
+    # that is later (a thousand pairs take a while to open); never ended, RSS is not judged
+    warm_end = max(warmup * duration, stats.settled_at if stats.settled_at is not None else math.inf)
+    after = [r for t, r in stats.rss if t >= warm_end]
     base = after[0] if after else 0
     return SoakResult(
         duration=elapsed,

@@ -218,12 +218,20 @@ def test_the_json_summary_is_the_result():
     assert summary["verdict"] == "PASS" and summary["passed"] and not summary["interrupted"]
     assert summary["seed"] == 5 and summary["faults_out"] == "drop=0.01" and summary["faults_in"] == "none"
     assert summary["mb_per_s_to_iut"] == 1.0 and summary["mb_per_s_to_emulator"] == 0.5
-    assert summary["rss_per_connection"] == 2**20 // 2  # (101 - 99) MiB over 4 pairs
+    assert summary["rss_before"] == 99 * 2**20 and summary["rss_growth"] == round(1 / 100, 4)
     assert summary["faults"] == {"out-drop": 5} and summary["errors"] == []
     failed = cli._summary(_result(errors=("pair 1 connection 0: x",)), _args())
     assert failed["verdict"] == "FAIL" and failed["errors"] == ["pair 1 connection 0: x"]
     stopped = cli._summary(_result(interrupted=True), _args())
     assert stopped["verdict"] == "INTERRUPTED" and not stopped["passed"]
+
+
+def test_rss_is_not_judged_when_the_warm_up_did_not_end():
+    line = cli._verdict_line(_result(rss_after_warmup=0, rss_peak_after_warmup=0))
+    assert line.endswith(
+        "RSS not judged: the warm-up (every pair's first connection) did not end within the run"
+    )
+    assert cli._verdict_line(_result()).endswith("RSS growth after warm-up +1.0% (100 -> 101 MiB)")
 
 
 def test_an_interrupted_soak_does_not_pass():
