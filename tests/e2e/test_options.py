@@ -39,7 +39,7 @@ async def test_window_scale_is_negotiated_both_ways(tcpemu_lab, tcpemu_engine):
     assert (info.snd_wscale, info.rcv_wscale) == (6, kernel_shift)  # the kernel agrees on both
     assert (conn.core.snd_wscale, conn.core.rcv_wscale) == (kernel_shift, 6)
     await iut.send(b"x" * 100)
-    msg = await conn.recv_msg(timeout=5)
+    msg = await conn.expect("P. 1:101(100) ack 1", within=5)
     assert msg.window_bytes == msg.window << kernel_shift and msg.window_bytes > 0xFFFF >> 2
     assert conn.last_win_got == msg.window_bytes
     ack = await conn.send_ack()
@@ -50,15 +50,16 @@ async def test_window_scale_is_negotiated_both_ways(tcpemu_lab, tcpemu_engine):
 async def test_timestamps_echoed_by_the_kernel(tcpemu_lab, tcpemu_engine):
     conn, iut, syn = await opened(tcpemu_engine, tcpemu_lab)  # timestamps=None: as the peer does
     assert syn.timestamps is not None and conn.core.ts_enabled
-    await conn.send_msg(b"ping")
+    ping = await conn.send_msg(b"ping")
     assert await recv_exactly(iut, 4) == b"ping"
     await iut.send(b"pong")
-    msg = await conn.recv_msg(timeout=5)
-    while not msg.payload:
-        msg = await conn.recv_msg(timeout=5)
-    tsval, tsecr = msg.timestamps
-    assert tsecr == conn.core.last_tsval_sent  # the kernel echoes our latest TSval
-    assert conn.core.last_tsval_got == tsval
+    # the kernel echoes our latest TSval: in the ACK of the ping (its first data: a
+    # quick ACK) and in its own data
+    our_tsval = ping.option(OptionKind.TIMESTAMP).value()[0]
+    assert our_tsval == conn.core.last_tsval_sent
+    await conn.expect(f". 1:1(0) ack 5 <nop,nop,TS val * ecr {our_tsval}>", within=5)
+    msg = await conn.expect(f"P. 1:5(4) ack 5 <nop,nop,TS val * ecr {our_tsval}>", within=5)
+    assert conn.core.last_tsval_got == msg.timestamps[0]
     iut.close()
 
 
@@ -67,12 +68,13 @@ async def test_paws_drops_a_segment_with_an_old_timestamp(tcpemu_lab, tcpemu_eng
     await conn.send_msg(b"new")
     assert await recv_exactly(iut, 3) == b"new"
     old = (conn.core.last_tsval_sent - 100_000) % 2**32
+    await conn.expect(". 1:1(0) ack 4", within=5)  # the ACK of "new" (first data: a quick ACK)
     stale = await conn.send_msg(b"OLD", options=[TcpOption(1), TcpOption(1), TcpOption.timestamps(old, 0)])
-    # RFC 7323 5.3: the kernel drops it and acknowledges what it has
-    ack = await conn.recv_msg(timeout=5)
-    assert ack.ack == stale.seq and not ack.payload
+    # RFC 7323 5.3: the kernel drops it and acknowledges what it has, again
+    await conn.expect(". 1:1(0) ack 4", within=5)
     await conn.send_msg(b"NEW", seq=stale.seq)  # the same bytes' place, a fresh timestamp
     assert await recv_exactly(iut, 3) == b"NEW"
+    await conn.expect(". 1:1(0) ack 7", within=5)
     iut.close()
 
 
@@ -80,12 +82,9 @@ async def test_out_of_order_data_draws_sack_blocks_from_the_kernel(tcpemu_lab, t
     conn, iut, syn = await opened(tcpemu_engine, tcpemu_lab, sack=True)
     assert syn.option(OptionKind.SACK_PERMITTED) is not None and conn.core.sack_ok
     base = conn.next_seqn
-    hole = await conn.send_msg(b"B" * 100, seq=(base + 100) % 2**32)  # the first 100 bytes are missing
-    msg = await conn.recv_msg(timeout=5)
-    while not msg.sack_blocks:
-        msg = await conn.recv_msg(timeout=5)
-    assert msg.ack == base
-    assert msg.sack_blocks == [(hole.seq, (hole.seq + 100) % 2**32)]
+    await conn.send_msg(b"B" * 100, seq=(base + 100) % 2**32)  # the first 100 bytes are missing
+    # a duplicate ACK of what came in order, the block after the hole SACKed
+    await conn.expect(". 1:1(0) ack 1 <nop,nop,TS val * ecr *,nop,nop,sack 101:201>", within=5)
     await conn.send_msg(b"A" * 100, seq=base)
     conn.update_sent_seq(200)
     assert await recv_exactly(iut, 200) == b"A" * 100 + b"B" * 100
@@ -100,7 +99,7 @@ async def test_our_sack_blocks_describe_what_we_hold(tcpemu_lab, tcpemu_engine):
     await trio.testing.wait_all_tasks_blocked()
     conn.faults_in = None
     await iut.send(b"2" * 100)  # sent at once: TCP_NODELAY is not needed for the second
-    first = await conn.recv_msg(timeout=5, ack=False)
+    first = await conn.expect("P. 101:201(100) ack 1", within=5)  # the second segment, first
     assert first.kind is tcpemu.SegmentKind.OUT_OF_ORDER
     ack = await conn.send_ack()
     assert ack.option(OptionKind.SACK).value() == [(first.seq, (first.seq + len(first.payload)) % 2**32)]
