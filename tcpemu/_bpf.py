@@ -101,7 +101,11 @@ def tcp_to_addresses(
     asm.op(LD_H_ABS, 12)
     asm.op(JEQ_K, 0x0800, "v4", 0)
     asm.op(JEQ_K, 0x86DD, "v6", 0)
-    asm.op(JEQ_K, 0x0806, "arp", "reject")
+    asm.op(JEQ_K, 0x0806, "arp", 0)
+    asm.op(JEQ_K, 0x8100, 0, "untagged")
+    asm.op(JA, "tagged")  # type: ignore[arg-type]  # far: JA's offset has 32 bits, a branch's 8
+    asm.label("untagged")
+    asm.op(JA, "reject")  # type: ignore[arg-type]
     asm.label("arp")
     asm.op(LD_W_ABS, 38)  # the target protocol address
     for addr in n4:
@@ -130,6 +134,23 @@ def tcp_to_addresses(
     asm.op(JA, "reject")  # type: ignore[arg-type]
     asm.label("na")
     _match_v6(asm, n6, 38, "nanext")  # an advertisement sent to us
+    asm.op(JA, "reject")  # type: ignore[arg-type]
+    # an 802.1Q tag inline (a packet socket sees tags taken off by the kernel; an
+    # in-memory link or a capture replayed carries them): TCP only, 4 bytes on
+    asm.label("tagged")
+    asm.op(LD_H_ABS, 16)
+    asm.op(JEQ_K, 0x0800, 0, "tagged6")
+    asm.op(LD_B_ABS, 27)
+    asm.op(JEQ_K, 6, 0, "reject")
+    asm.op(LD_W_ABS, 34)
+    for addr in v4:
+        asm.op(JEQ_K, int(addr), "accept", 0)
+    asm.op(JA, "reject")  # type: ignore[arg-type]
+    asm.label("tagged6")
+    asm.op(JEQ_K, 0x86DD, 0, "reject")
+    asm.op(LD_B_ABS, 24)
+    asm.op(JEQ_K, 6, 0, "reject")
+    _match_v6(asm, v6, 42, "t6next")
     asm.op(JA, "reject")  # type: ignore[arg-type]
     asm.label("accept")
     asm.op(RET_K, ACCEPT_BYTES)

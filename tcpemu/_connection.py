@@ -87,6 +87,7 @@ class Connection:
         local_mac: bytes,
         remote_mac: bytes,
         label: str,
+        vlan: int | None = None,
     ) -> None:
         self._engine = engine
         self.core = core
@@ -95,7 +96,9 @@ class Connection:
         self.local_mac = local_mac
         self.remote_mac = remote_mac
         self.label = label
-        self._template = engine._template(local_mac, remote_mac, local_ip, remote_ip)
+        self.vlan = vlan
+        """The 802.1Q VLAN ID this connection's frames carry and must arrive with (None: untagged)."""
+        self._template = engine._template(local_mac, remote_mac, local_ip, remote_ip, vlan)
         self._changed = trio.Event()
         self._closed = False
         self._last_msg: Message | None = None
@@ -228,7 +231,7 @@ class Connection:
     def _learn_mac(self, mac: bytes, how: str = "learnt from the peer's first frame") -> None:
         """remote_mac was not given: the peer's first frame tells it, or ARP/NDP did."""
         self.remote_mac = mac
-        self._template = self._engine._template(self.local_mac, mac, self.local_ip, self.remote_ip)
+        self._template = self._engine._template(self.local_mac, mac, self.local_ip, self.remote_ip, self.vlan)
         self._event(f"remote MAC {how}: {format_mac(mac)}")
 
     def _core_events(self, now: float | None = None) -> None:
@@ -582,6 +585,7 @@ class Connection:
             dst_mac=self.remote_mac,
             src_ip=self.local_ip,
             dst_ip=self.remote_ip,
+            vlan=self.vlan,
         )
         for name, value in fields.items():
             if not hasattr(spec, name):

@@ -60,6 +60,7 @@ from .wire import (
     format_mac,
     listen_key,
     parse_mac,
+    vlan_tag,
 )
 
 __all__ = [
@@ -243,6 +244,7 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
         sack: bool = False,
         timestamps: bool | None = None,
         ts_start: int | None = None,
+        vlan: int | None = None,
     ) -> Connection:
         """Create an emulated connection.
 
@@ -283,6 +285,11 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
         if isn is not None:
             _check_int("isn", isn, 0, 0xFFFFFFFF)
         raw_local_mac, raw_remote_mac = self._macs("connection", local_mac, remote_mac)
+        vlan_tag(vlan)  # checks it
+        if vlan is not None and (self._l3 or raw_remote_mac is _UNKNOWN_MAC):
+            raise UsageError(
+                "connection: a VLAN tag needs an Ethernet link and remote_mac (no ARP/NDP across VLANs yet)"
+            )
         if remote_port is None and listen_key(local_ip, local_port) in self._auto:
             raise UsageError(
                 f"a listener (engine.listen) takes SYNs to {local_ip}:{local_port} already; "
@@ -312,6 +319,7 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
             local_mac=raw_local_mac,
             remote_mac=raw_remote_mac,
             label=f"c{self._label_seq} ",
+            vlan=vlan,
         )
         if remote_port is None:
             key = listen_key(local_ip, local_port)
@@ -344,6 +352,7 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
         backlog: int = 1024,
         auto_open: bool = True,
         max_queue: int | None = None,
+        vlan: int | None = None,
     ) -> Listener:
         """Accept any number of connections on ``local``, as a listening socket does.
 
@@ -374,6 +383,7 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
             backlog=backlog,
             auto_open=auto_open,
             max_queue=self._max_queue if max_queue is None else max_queue,
+            vlan=vlan,
         )
         self._auto[key] = lst
         self._addr_refs[local_ip] += 1
@@ -490,16 +500,23 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
             self.capture.close()
 
     def _template(
-        self, local_mac: bytes, remote_mac: bytes, local_ip: IPAddress, remote_ip: IPAddress
+        self,
+        local_mac: bytes,
+        remote_mac: bytes,
+        local_ip: IPAddress,
+        remote_ip: IPAddress,
+        vlan: int | None = None,
     ) -> FrameTemplate:
         """The header template of a flow; shared by connections between the same
         hosts (a template never changes once made), bounded like a cache."""
-        key = (local_mac, remote_mac, local_ip.packed, remote_ip.packed)  # bytes hash faster than addresses
+        key = (local_mac, remote_mac, local_ip.packed, remote_ip.packed, vlan)  # bytes hash faster
         template = self._templates.get(key)
         if template is None:
             if len(self._templates) >= 1024:
                 self._templates.clear()
-            template = self._templates[key] = FrameTemplate(local_mac, remote_mac, local_ip, remote_ip)
+            template = self._templates[key] = FrameTemplate(
+                local_mac, remote_mac, local_ip, remote_ip, vlan=vlan
+            )
         return template
 
     def _address(self, packed: bytes) -> IPAddress:

@@ -240,6 +240,8 @@ TPACKET_V2 = 1
 TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1
 TP_STATUS_COPY = 2
+TP_STATUS_VLAN_VALID = 0x10
+_VLAN_TCI = struct.Struct("=H")  # tpacket2_hdr.tp_vlan_tci, after status, len, snaplen, mac, net, sec, nsec
 _STATUS_LOW_BYTE = 0 if sys.byteorder == "little" else 3
 _TPACKET2_LENS = struct.Struct("=IIIH")  # the header's first fields: status, len, snaplen, mac
 _STATUS = struct.Struct("=I")
@@ -301,8 +303,13 @@ class PacketRing(PacketLink):
             # TP_STATUS_USER is bit 0 of the status word: one byte says whether the slot is ours
             if not ring[off + _STATUS_LOW_BYTE] & TP_STATUS_USER:
                 break
-            _status, length, snaplen, mac = unpack_hdr(view, off)
-            frames.append(ring[off + mac : off + mac + snaplen])  # mmap slices are bytes: one copy
+            status, length, snaplen, mac = unpack_hdr(view, off)
+            frame = ring[off + mac : off + mac + snaplen]  # mmap slices are bytes: one copy
+            if status & TP_STATUS_VLAN_VALID:
+                # the kernel took the 802.1Q tag off into the header: put it back where it was
+                tci = _VLAN_TCI.unpack_from(view, off + 24)[0]
+                frame = frame[:12] + b"\x81\x00" + tci.to_bytes(2, "big") + frame[12:]
+            frames.append(frame)
             if snaplen < length:
                 self.truncated += 1
             set_status(view, off, TP_STATUS_KERNEL)  # hand the slot back

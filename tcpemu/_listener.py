@@ -66,11 +66,14 @@ class Listener:
         backlog: int,
         auto_open: bool,
         max_queue: int,
+        vlan: int | None = None,
     ) -> None:
         self._engine = engine
         self.local_ip = local_ip
         self.local_port = local_port
         self.local_mac = local_mac
+        self.vlan = vlan
+        """The VLAN ID whose SYNs this listener takes (None: untagged frames)."""
         self._window, self._mss, self._max_queue = window, mss, max_queue
         # every connection's core is forked from this one: the arguments are
         # checked here, once, and not again for each SYN
@@ -141,6 +144,7 @@ class Listener:
             local_mac=self.local_mac,
             remote_mac=frame[6:12],
             label=f"c{engine._label_seq} ",
+            vlan=self.vlan,
         )
         conn._listener = self
         engine._register(conn, engine._conns, fkey)  # the listener's address is in the filter already

@@ -45,6 +45,8 @@ class Message(NamedTuple):
     """The peer's ISN when this arrived (None: not known yet): ``rel_seq`` counts from it."""
     ack_base: int | None = None
     """Our ISN once our SYN was sent (None before): ``rel_ack`` counts from it."""
+    vlan: int | None = None
+    """The 802.1Q VLAN ID the frame carried (None: untagged)."""
 
     @property
     def window_bytes(self) -> int:

@@ -24,9 +24,11 @@ from .wire import (
     PredictedFields,
     Segment,
     TcpFlags,
+    add_vlan_tag,
     classify_untrusted,
     parse_tcp_untrusted,
     predict_untrusted,
+    strip_vlan_tag,
 )
 
 if TYPE_CHECKING:
@@ -40,6 +42,9 @@ _RETRANSMIT: Final = SegmentKind.RETRANSMIT
 _RST: Final = TcpFlags.RST
 
 
+_TPID: Final = b"\x81\x00"  # an 802.1Q tag follows the MACs
+
+
 class ReceivePath:
     """A part of :class:`~tcpemu.Engine` (its state lives in the engine)."""
 
@@ -50,10 +55,13 @@ class ReceivePath:
         if fields is not None:
             conn = self._conns.get(fields[0])
             if conn is not None:
-                if not frame.startswith(conn.local_mac):
-                    self._other_host += 1  # for our address, but not to our MAC: a NIC drops it
+                if not frame.startswith(conn.local_mac) or conn.vlan is not None:
+                    self._other_host += 1  # for our address, but not to our MAC (or VLAN): a NIC drops it
                     return None
                 return self._predicted(conn, fields, frame, now, replay)
+        vlan = None
+        if frame[12:14] == _TPID:
+            frame, vlan = strip_vlan_tag(frame)  # the rest reads the usual offsets
         try:
             fkey, lkey, start, end = classify_untrusted(frame)
             conn = self._conns.get(fkey)
@@ -62,7 +70,7 @@ class ReceivePath:
                 syn_only = frame[start + 13] & 0x12 == 0x02
                 if conn is None and syn_only and lkey in self._auto:
                     listener = self._auto[lkey]
-                    if not frame.startswith(listener.local_mac):
+                    if not frame.startswith(listener.local_mac) or listener.vlan != vlan:
                         self._other_host += 1
                         return None
                     conn = listener._spawn(frame, fkey, lkey)
@@ -71,7 +79,7 @@ class ReceivePath:
                 elif conn is None or not syn_only or fkey[: len(lkey) - 2] != conn.remote_ip.packed:
                     self._unmatched += 1
                     return None
-            if not frame.startswith(conn.local_mac):
+            if not frame.startswith(conn.local_mac) or conn.vlan != vlan:
                 self._other_host += 1
                 return None
             seg = parse_tcp_untrusted(frame, start, end)
@@ -96,7 +104,7 @@ class ReceivePath:
             del self._listeners[lkey]
             self._conns[fkey] = conn
             conn._key = (self._conns, fkey)
-        return self._deliver(conn, seg, frame, start, now, replay)
+        return self._deliver(conn, seg, frame, start, now, replay, vlan=vlan)
 
     def _predicted(
         self: Engine, conn: Connection, fields: PredictedFields, frame: bytes, now: float, replay: bool
@@ -134,6 +142,7 @@ class ReceivePath:
         now: float,
         replay: bool,
         predicted: bool = False,
+        vlan: int | None = None,
     ) -> Connection | None:
         """A parsed segment for ``conn``: faults, the core, then the listener's part."""
         if conn.remote_mac is _UNKNOWN_MAC:
@@ -147,12 +156,12 @@ class ReceivePath:
                 if action is FaultAction.DROP:
                     return None
                 if action is FaultAction.DUPLICATE:
-                    self._dispatch(frame, now, replay=True)
+                    self._dispatch(add_vlan_tag(frame, vlan), now, replay=True)
                 else:
-                    self._hold(hold, INBOUND, frame, conn)
+                    self._hold(hold, INBOUND, add_vlan_tag(frame, vlan), conn)
                     return None
         core = conn.core
-        msg = core.receive(seg, now, predicted=predicted)
+        msg = core.receive(seg, now, predicted=predicted, vlan=vlan)
         note = "" if msg.kind is _EXPECTED else msg.kind._value_  # the plain attribute: .value is slow
         if note and msg.kind is _RETRANSMIT and core.is_probe(msg):
             note = "probe"  # keepalive or zero-window probe: at snd_una - 1 on purpose

@@ -9,7 +9,18 @@ from dataclasses import dataclass, field
 from . import malform
 from ._args import _check_int, _check_options
 from ._errors import UsageError
-from .wire import Frame, IPAddress, Segment, TcpFlags, TcpOption, build_frame, encode_options, parse_mac
+from .wire import (
+    Frame,
+    IPAddress,
+    Segment,
+    TcpFlags,
+    TcpOption,
+    add_vlan_tag,
+    build_frame,
+    encode_options,
+    parse_mac,
+    vlan_tag,
+)
 
 __all__ = ["SegmentSpec"]
 
@@ -49,6 +60,8 @@ class SegmentSpec:
     dst_mac: bytes = bytes(6)
     src_ip: IPAddress | None = None
     dst_ip: IPAddress | None = None
+    vlan: int | None = None
+    """An 802.1Q tag with this VLAN ID after the MACs (None: untagged)."""
 
     def check(self) -> None:
         """Every field in its range on the wire, else UsageError naming it."""
@@ -75,6 +88,7 @@ class SegmentSpec:
         ):
             if getattr(self, name) is not None:
                 _check_int(f"segment: {name}", getattr(self, name), 0, top)
+        vlan_tag(self.vlan)  # a VLAN ID 0..4095 or None, else UsageError
         if not isinstance(self.df, bool):
             raise UsageError(f"segment: df must be True or False, got {self.df!r}")
         if not isinstance(self.ip_options, bytes) or len(self.ip_options) > 40:
@@ -135,4 +149,5 @@ class SegmentSpec:
             b = bytearray(data)
             struct.pack_into("!H", b, 24, self.ip_checksum & 0xFFFF)
             data = bytes(b)
-        return data
+        # last: the tag moves every later header 4 bytes on, and the fixes above use the usual offsets
+        return add_vlan_tag(data, self.vlan)

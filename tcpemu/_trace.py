@@ -144,6 +144,7 @@ def _record(t: float, direction: str, seg: Segment, options: bytes, note: str = 
 
 def _template_options(frame: bytes) -> bytes:
     """The TCP option bytes of a frame a template built (no IP options or
-    IPv6 extension headers)."""
-    tcp = ETH_HLEN + (20 if frame[12:14] == b"\x08\x00" else 40)
+    IPv6 extension headers; an 802.1Q tag is stepped over)."""
+    eth = ETH_HLEN + 4 if frame[12:14] == b"\x81\x00" else ETH_HLEN
+    tcp = eth + (20 if frame[eth - 2 : eth] == b"\x08\x00" else 40)
     return frame[tcp + 20 : tcp + (frame[tcp + 12] >> 4) * 4]

@@ -370,16 +370,19 @@ class ConnectionCore(_OptionsMixin, _RetransmitMixin, _ReceiveBufferMixin):
 
     # ------------------------------------------------------------- receiving
 
-    def receive(self, seg: Segment, now: float, *, predicted: bool = False) -> Message:
+    def receive(
+        self, seg: Segment, now: float, *, predicted: bool = False, vlan: int | None = None
+    ) -> Message:
         """Take one segment from the peer; returns the queued :class:`Message`.
 
         ``predicted=True``: the caller has just had :meth:`receive_predicted`
-        turn this segment down, so it is not tried again.
+        turn this segment down, so it is not tried again.  ``vlan``: the
+        802.1Q tag the frame carried, kept in the Message.
         """
         if self.dst_port is None:
             self.dst_port = seg.src_port
         fl = int(seg.flags)
-        if not predicted:
+        if not predicted and vlan is None:
             # the common case first; receive_predicted alone decides what it takes
             msg = self.receive_predicted(
                 seg.seq, seg.ack, fl, seg.window, seg.urgent, seg.options, seg.payload, now
@@ -399,7 +402,7 @@ class ConnectionCore(_OptionsMixin, _RetransmitMixin, _ReceiveBufferMixin):
         elif kind is _UNEXPECTED:
             c.unexpected_seen += 1
         msg = self._take_rest(
-            kind, seg.seq, seg.ack, fl, seg.window, seg.urgent, seg.options, seg.payload, now
+            kind, seg.seq, seg.ack, fl, seg.window, seg.urgent, seg.options, seg.payload, now, vlan
         )
         if fl & _F_RST:
             self._take_rst(seg)
@@ -445,6 +448,7 @@ class ConnectionCore(_OptionsMixin, _RetransmitMixin, _ReceiveBufferMixin):
         options: tuple[TcpOption, ...],
         payload: bytes,
         now: float,
+        vlan: int | None = None,
     ) -> Message:
         """Acknowledgment, timestamps and window of a classified segment; queue its message."""
         if fl & _F_ACK and kind is not _UNEXPECTED:
@@ -461,7 +465,7 @@ class ConnectionCore(_OptionsMixin, _RetransmitMixin, _ReceiveBufferMixin):
         ack_base = self.iss if self.syn_sent else None
         msg = _new_tuple(
             Message,
-            (seq, ack, flags, window, options, payload, kind, now, urgent, scaled, self.irs, ack_base),
+            (seq, ack, flags, window, options, payload, kind, now, urgent, scaled, self.irs, ack_base, vlan),
         )
         if len(self._queue) >= self.max_queue:
             # Newest is dropped, as a bounded channel would refuse it; the

@@ -270,40 +270,32 @@ async def _iut_recv(sock: trio.socket.SocketType, expected: Pattern, stats: Soak
     ex.done(name)
 
 
-async def _emu_read(conn: Connection, odd_before: int) -> tuple[bytes, bool, int]:
+async def _emu_read(conn: Connection) -> tuple[bytes, bool]:
     """The in-order bytes that arrived (waiting for some, or for FIN) and whether the FIN came
-    with them, ACKed as ``recv_data`` would, without gathering the whole stream: a
-    retransmitted or out-of-order segment is answered with a duplicate ACK, since the peer may
-    have lost our last one."""
+    with them, ACKed as ``recv_data`` would (a duplicate ACK for a retransmitted or
+    out-of-order segment too), without gathering the whole stream as ``recv_data`` does."""
     core = conn.core
-
-    def odd(c: Connection) -> int:
-        st = c.statistics()
-        return st.retransmits_seen + st.out_of_order_seen
-
     await conn.wait_until(
-        lambda c: c.core.stream_available() > 0 or c.fin_got or c.rst_got or odd(c) != odd_before,
+        lambda c: c.core.stream_available() > 0 or c.fin_got or c.rst_got or c.core.should_ack(),
         what="data, FIN or a segment to answer",
     )
     # FIN before the read, with no checkpoint between: if it is in, every byte before it is too
     # (the ACK below lets the pump run, and the FIN may arrive then, after more bytes)
     fin = core.fin_got
     data = core.read_stream()
-    now_odd = odd(conn)
-    if core.next_ackn is not None and (core.next_ackn != core.last_ackn_sent or now_odd != odd_before):
+    if core.should_ack():
         await conn.send_ack()
-    return data, fin, now_odd
+    return data, fin
 
 
 async def _emu_recv(conn: Connection, expected: Pattern, stats: SoakStats, ex: _Exchange) -> None:
     name = "emulator receive"
-    odd = 0
     while True:
         ex.step(name, f"the IUT's data and FIN ({expected.offset} of {expected.size} bytes received)")
         if conn.rst_got:
             stats.errors.append(f"{ex.where}: the IUT reset the connection after {expected.offset} bytes")
             break
-        chunk, fin, odd = await _emu_read(conn, odd)
+        chunk, fin = await _emu_read(conn)
         at = expected.offset
         if chunk and not expected.matches(chunk):
             stats.mismatches += 1

@@ -603,11 +603,12 @@ class FrameTemplate:
         ttl: int = 64,
         tos: int = 0,
         df: bool = True,
+        vlan: int | None = None,
     ) -> None:
         if src_ip.version != dst_ip.version:
             raise UsageError(f"source {src_ip} and destination {dst_ip} differ in IP version")
         self._v4 = src_ip.version == 4
-        self._eth = dst_mac + src_mac + (b"\x08\x00" if self._v4 else b"\x86\xdd")
+        self._eth = dst_mac + src_mac + vlan_tag(vlan) + (b"\x08\x00" if self._v4 else b"\x86\xdd")
         self._ip_fixed = src_ip.packed + dst_ip.packed
         addr_sum = int.from_bytes(self._ip_fixed, "big") % 0xFFFF
         # pseudo-header without the length: addresses and the protocol number
@@ -653,6 +654,31 @@ class FrameTemplate:
 
 _IPV4_HDR = struct.Struct("!BBHHHBBH8s")
 _IPV6_HDR = struct.Struct("!IHBB32s")
+
+
+ETH_P_8021Q: Final = 0x8100
+_TPID: Final = b"\x81\x00"
+
+
+def vlan_tag(vlan: int | None) -> bytes:
+    """The 802.1Q tag (TPID 0x8100 and TCI) of VLAN ``vlan``, priority 0; empty for None."""
+    if vlan is None:
+        return b""
+    if not isinstance(vlan, int) or isinstance(vlan, bool) or not 0 <= vlan <= 4095:
+        raise UsageError(f"vlan must be a VLAN ID 0..4095 or None, got {vlan!r}")
+    return _TPID + vlan.to_bytes(2, "big")
+
+
+def add_vlan_tag(frame: bytes, vlan: int | None) -> bytes:
+    """``frame`` with an 802.1Q tag after its MACs (unchanged for None)."""
+    return frame if vlan is None else frame[:12] + vlan_tag(vlan) + frame[12:]
+
+
+def strip_vlan_tag(frame: bytes) -> tuple[bytes, int | None]:
+    """(the frame without its 802.1Q tag, the VLAN ID), or (frame, None) when untagged."""
+    if frame[12:14] != _TPID or len(frame) < 18:
+        return frame, None
+    return frame[:12] + frame[16:], int.from_bytes(frame[14:16], "big") & 0x0FFF
 
 
 def flow_key(src_ip: IPAddress, src_port: int, dst_ip: IPAddress, dst_port: int) -> bytes:
