@@ -32,7 +32,7 @@ from tcpemu import SERVER, TcpFlags, TcpOption
 from tcpemu._io import PacketLink, PacketRing
 from tcpemu._netns import run_in_netns
 from tcpemu.capture import PcapngWriter
-from tcpemu.lab import Direction, Lab, open_lab
+from tcpemu.lab import Lab, open_lab
 from tcpemu.soak import rss_bytes
 from tcpemu.wire import Frame, Segment, build_frame, parse_mac
 
@@ -276,7 +276,7 @@ async def bench_latency(lab: Lab, size: Size, use_scapy: bool) -> list[Result]:
     res["emulated p50"].runs.append(percentile(lat, 0.5) / 1000)
     res["emulated p99"].runs.append(percentile(lat, 0.99) / 1000)
 
-    await lab.repair_path(Direction.IUT_TO_TST)  # the tester's own kernel answers now
+    await lab.use_kernel_tester()  # the tester's own kernel answers now
     try:
         srv = await lab.tst.socket()
         srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -285,7 +285,7 @@ async def bench_latency(lab: Lab, size: Size, use_scapy: bool) -> list[Result]:
         lat = json.loads(await collect(peer(lab.iut.netns, "connect", tst_ip, 20001, size.connects)))
         srv.close()
     finally:
-        await lab.break_path(Direction.IUT_TO_TST)
+        await lab.add_alien_neighbour()
     res["kernel p50"].runs.append(percentile(lat, 0.5) / 1000)
     res["kernel p99"].runs.append(percentile(lat, 0.99) / 1000)
 
@@ -335,7 +335,7 @@ async def bench_bulk(lab: Lab, size: Size) -> list[Result]:
         st = conn.statistics()
         emu.note = f"queue overflows {st.queue_overflows}, retransmits seen {st.retransmits_seen}"
 
-    await lab.repair_path(Direction.IUT_TO_TST)
+    await lab.use_kernel_tester()
     try:
         sink = peer(lab.tst.netns, "sink", tst_ip, 20001)
         assert sink.stdout is not None
@@ -345,7 +345,7 @@ async def bench_bulk(lab: Lab, size: Size) -> list[Result]:
         out = json.loads(await collect(sink))
         dt = time.perf_counter() - t0
     finally:
-        await lab.break_path(Direction.IUT_TO_TST)
+        await lab.add_alien_neighbour()
     kern.runs.append(out["bytes"] / dt / 1e6)
     return [emu, kern]
 

@@ -89,6 +89,7 @@ class Timers:
                 try:
                     for seg in conn.core.handle_timer(now):
                         self._send_segment(conn, seg, "retransmit")  # its event says why
+                        touched.add(conn)  # a waiter may be waiting for this very retransmission
                 except EngineBrokenError:
                     raise
                 except Exception:

@@ -105,7 +105,8 @@ def enter() -> None:
     # our mount namespace's changes stay ours; named network namespaces live in a
     # tmpfs of our own, so that the host's /run/netns is neither read nor written
     if _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
-        raise PrivilegeError(f"making / private in the new mount namespace: {os.strerror(ctypes.get_errno())}")
+        why = os.strerror(ctypes.get_errno())
+        raise PrivilegeError(f"making / private in the new mount namespace: {why}")
     run_dir = NETNS_RUN_DIR.encode()
     if _libc.mount(b"tcpemu-netns", run_dir, b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0755") != 0:
         raise PrivilegeError(f"a tmpfs on {NETNS_RUN_DIR}: {os.strerror(ctypes.get_errno())}")

@@ -199,3 +199,15 @@ async def test_send_data_respects_the_peer_window_and_mss(autojump_clock):
             peer.send(peer_frame(seq=IRS + 1, ack=snd + 3000, flags=A, window=3000))
         rest = await frames_from(peer)
         assert [len(s.payload) for s in rest] == [1000, 1000]
+
+
+async def test_a_retransmission_wakes_its_waiters(autojump_clock):
+    """wait_until on retransmits_sent returns when the timer resends (it timed out before)."""
+    from .helpers import Peer, open_server
+
+    emu, peer_link = MemoryLink.pair()
+    async with tcpemu.open_engine(link=emu, seed=3, reliable=True, rto=0.2) as engine:
+        conn, _ = await open_server(engine, Peer(peer_link))
+        await conn.send_msg(b"lost")  # the peer never ACKs it
+        await conn.wait_until(lambda c: c.statistics().retransmits_sent >= 1, timeout=1)
+    peer_link.close()
