@@ -24,6 +24,10 @@ async def main() -> None:
             while len(received) < 1024:
                 received += await iut.recv(4096)
             assert received == b"x" * 1024
+            # the kernel's ACK, in packetdrill's notation: numbers relative to the ISNs,
+            # the window and options left out match any
+            ack = await conn.expect(". 1:1(0) ack 1025", within=1)
+            print("got", ack)  # . 1:1(0) ack 1025 win 63216 <nop,nop,TS val ... ecr ...>
             print("state:", conn.state.name, "next_seqn:", conn.next_seqn, "next_ackn:", conn.next_ackn)
             iut.close()
 

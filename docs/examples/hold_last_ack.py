@@ -23,8 +23,9 @@ async def main() -> None:
         await conn.wait_open(timeout=5)
         await conn.send_fin(timeout=5)  # IUT: CLOSE_WAIT
         await wait_tcp_state(iut, TcpState.CLOSE_WAIT, timeout=1)
+        await conn.expect(". 1:1(0) ack 2", within=1)  # the ACK of our FIN, which send_fin waited for
         iut.shutdown(socket.SHUT_WR)  # IUT: FIN, LAST_ACK
-        await conn.wait_until(lambda c: c.fin_got, timeout=5)
+        await conn.expect("F. 1:1(0) ack 2", within=5)  # its FIN, left unanswered
         assert tcp_state(iut) is TcpState.LAST_ACK
         await conn.ack_all()  # IUT: CLOSED
         await wait_tcp_state(iut, TcpState.CLOSED, timeout=1)

@@ -18,12 +18,14 @@ async def main() -> None:
         )
         iut = await lab.iut.socket()
         connect_nowait(iut, (str(lab.tst.ip), 20000))
-        syn = await conn.wait_msg(timeout=5)  # the SYN is here, unanswered
+        # the SYN is here, unanswered; its options as Linux orders them (TS val: any)
+        syn = await conn.expect("S 0:0(0) <mss 1460,sackOK,TS val * ecr 0,nop,wscale *>", within=5)
         assert tcp_state(iut) is TcpState.SYN_SENT
         # the kernel retransmits its SYN (1 s later on Linux) and is still waiting
-        await conn.wait_until(lambda c: c.statistics().retransmits_seen >= 1, timeout=5)
-        assert tcp_state(iut) is TcpState.SYN_SENT
-        print("SYN", syn.seq, "options", [str(o) for o in syn.options])
+        again = await conn.expect("S 0:0(0) <mss 1460,sackOK,TS val * ecr 0,nop,wscale *>", within=5)
+        assert again.retransmit and tcp_state(iut) is TcpState.SYN_SENT
+        print("got", syn)  # S 0:0(0) win 64240 <mss 1460,sackOK,TS val ... ecr 0,nop,wscale 7>
+        print("again after", round(again.time - syn.time, 1), "s")
         await conn.wait_open(timeout=5)  # now we answer
         await wait_tcp_state(iut, TcpState.ESTABLISHED, timeout=1)
         iut.close()

@@ -21,6 +21,7 @@ async def main() -> None:
             await conn.send_msg(b"x" * 1024)            # seq/ack AUTO
             msg = await conn.recv_msg(timeout=1, ack=False)
             print(msg.seq, msg.ack, msg.flags, msg.window, msg.kind)
+            print(msg)  # in packetdrill's notation: . 1:1(0) ack 1025 win ... <nop,nop,TS val ... ecr ...>
             assert syn.flags == tcpemu.TcpFlags.SYN and msg.ack == conn.next_seqn
             iut.close()
 
