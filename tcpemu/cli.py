@@ -30,6 +30,7 @@ from . import (
     UsageError,
     __version__,
     open_engine,
+    rootless,
     tcp_state,
     wait_tcp_state,
 )
@@ -527,6 +528,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_demo.add_argument("--seed", type=int, default=None, help="seed for ISNs and payloads (none: random)")
     p_demo.add_argument("--no-trace", action="store_true", help="do not print each segment")
+    p_demo.add_argument(
+        "--rootless",
+        action="store_true",
+        help="run as an ordinary user, in a user namespace tcpemu makes (where the kernel allows it)",
+    )
     p_cleanup = sub.add_parser(
         "cleanup",
         help="remove lab namespaces left by killed runs",
@@ -624,6 +630,12 @@ def main(argv: list[str] | None = None) -> int:
             return _COMMANDS[args.command](args)
         if args.command == "cleanup":
             return cleanup_command(dry_run=args.dry_run)
+        if getattr(args, "rootless", False):
+            try:
+                rootless.enter()  # before trio or any thread starts
+            except (TcpemuError, RuntimeError) as exc:
+                print(f"--rootless: {exc}", file=sys.stderr)
+                return EXIT_USAGE
         problem = privilege_problem(f"tcpemu {args.command}")
         if problem is not None:
             print(problem, file=sys.stderr)

@@ -47,8 +47,9 @@ from typing import Any
 
 import pytest
 
+from . import rootless
 from ._engine import ENGINE_CONTEXT, Connection, Engine, EngineContext
-from ._errors import UsageError
+from ._errors import TcpemuError, UsageError
 from ._open import open_engine
 from .cli import privilege_problem
 from .core import CLIENT, SERVER, Mode
@@ -102,6 +103,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="seed of the engines' ISNs and faults and of the labs' names and MACs: a whole number "
         "0 <= N < 2**64, or 'random' to draw one (printed in the header and with every failure); default 0",
     )
+    group.addoption(
+        "--tcpemu-rootless",
+        action="store_true",
+        default=False,
+        help="run as an ordinary user: tcpemu makes a user namespace (and a mount namespace for the "
+        "labs' names) before any test; tests marked tcpemu_needs_root are skipped, saying why",
+    )
 
 
 _SEED = pytest.StashKey[int]()
@@ -135,7 +143,17 @@ def pytest_configure(config: pytest.Config) -> None:
         "trace_depth, answer_neighbours), its capture (capture=False: none) and the connections of "
         "tcpemu_connection (timestamps, mss, wscale, sack, window)",
     )
+    config.addinivalue_line(
+        "markers",
+        "tcpemu_needs_root(reason): the test needs the host's root (a device of the host, the host's "
+        "namespace); skipped with that reason under --tcpemu-rootless",
+    )
     config.stash[_SEED] = _parse_seed(config.getoption("--tcpemu-seed"))
+    if config.getoption("--tcpemu-rootless"):
+        try:
+            rootless.enter()  # first: pytest has started no thread yet
+        except (TcpemuError, RuntimeError) as exc:
+            raise pytest.UsageError(f"--tcpemu-rootless: {exc}") from None
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -218,6 +236,10 @@ def _check_trio(item: pytest.Item) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[_FAILED] = False
+    needs_root = item.get_closest_marker("tcpemu_needs_root")
+    if needs_root is not None and rootless.active():
+        reason = needs_root.args[0] if needs_root.args else "it needs the host's root"
+        pytest.skip(f"rootless run (--tcpemu-rootless): {reason}")
     _check_trio(item)
     settings = _settings(item)
     item.stash[_SETTINGS] = settings
