@@ -26,7 +26,8 @@ async def opened(engine, lab, **options):
     )
     iut = await lab.iut.socket()
     connect_nowait(iut, (str(lab.tst.ip), EMU_PORT))
-    syn = await conn.wait_msg(timeout=5)
+    # what Linux offers in its SYN, in its order (the window scale follows the lab's tcp_rmem)
+    syn = await conn.expect("S 0:0(0) <mss 1460,sackOK,TS val * ecr 0,nop,wscale *>", within=5)
     await conn.wait_open(timeout=5)
     assert await connect_result(iut) == 0
     return conn, iut, syn
