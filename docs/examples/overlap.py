@@ -32,6 +32,9 @@ async def main() -> None:
             while len(received) < 6:
                 received += await iut.recv(100)
         assert received == b"AAAABB", received
+        # the kernel's ACKs say the same: the four A's, then the two new bytes of the B's
+        await conn.expect(". 1:1(0) ack 5", within=1)
+        await conn.expect(". 1:1(0) ack 7", within=1)
         iut.close()
 
 
