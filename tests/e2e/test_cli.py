@@ -21,6 +21,7 @@ from tcpemu.faults import Faults
 from tcpemu.lab import Lab, connect_nowait
 
 pytestmark = pytest.mark.e2e
+OTHER_UID = "it switches to another uid, which a user namespace mapping one uid cannot give"
 
 TCPEMU = [sys.executable, "-m", "tcpemu"]
 
@@ -117,6 +118,9 @@ async def test_a_lab(tcpemu_lab):
 """
 
 
+@pytest.mark.tcpemu_needs_root(
+    "it switches to another uid, which a user namespace mapping one uid cannot give"
+)
 def test_without_root_the_three_capabilities_open_engines_and_the_lab_needs_its_directory_too():
     proc = _in_child("three", "check")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -132,6 +136,9 @@ def test_without_root_the_three_capabilities_open_engines_and_the_lab_needs_its_
     assert refused.returncode == 2 and refused.stderr.strip() == unwritable, refused.stdout + refused.stderr
 
 
+@pytest.mark.tcpemu_needs_root(
+    "it switches to another uid, which a user namespace mapping one uid cannot give"
+)
 def test_the_three_capabilities_and_dac_override_run_the_lab_without_root():
     proc = _in_child("four", "check")
     assert proc.returncode == 0 and proc.stdout.strip() == "uid 65534 problem None", proc.stdout + proc.stderr

@@ -45,8 +45,20 @@ def test_readme_example_is_the_one_that_runs():
     assert textwrap.indent(body.strip("\n"), "    ") in example
 
 
+# examples that open a TUN/TAP device of their own: /dev/net/tun is the host root's
+NEEDS_ROOT = {"local_mode_tun", "tap_userspace_stack"}
+_TUN = "a TUN/TAP device needs /dev/net/tun, which only the host's root may open here"
+
+
 @pytest.mark.e2e
-@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+@pytest.mark.parametrize(
+    "example",
+    [
+        pytest.param(p, marks=[pytest.mark.tcpemu_needs_root(_TUN)] if p.stem in NEEDS_ROOT else [])
+        for p in EXAMPLES
+    ],
+    ids=[p.stem for p in EXAMPLES],
+)
 def test_example_runs(example):
     proc = subprocess.run(
         [sys.executable, str(example)], capture_output=True, text=True, timeout=120, check=False

@@ -27,7 +27,12 @@ from tcpemu.wire import OptionKind
 
 from . import _pytcp
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.tcpemu_needs_root(
+        "a TUN/TAP device needs /dev/net/tun, which only the host's root may open here"
+    ),
+]
 
 EMU_IP = "198.18.7.2"  # on PyTCP's /24, owned by nobody: the engine answers ARP for it
 EMU_MAC = "02:00:00:77:00:02"

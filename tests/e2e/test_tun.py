@@ -31,7 +31,12 @@ from tcpemu.lab import connect_nowait
 
 from .helpers import recv_exactly, send_all
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.tcpemu_needs_root(
+        "a TUN/TAP device needs /dev/net/tun, which only the host's root may open here"
+    ),
+]
 
 IUT_IP, EMU_IP = ipaddress.ip_address("198.18.0.1"), ipaddress.ip_address("198.18.0.2")
 EMU_MAC = "02:00:00:00:0e:01"
