@@ -67,6 +67,16 @@ class _Asm:
         return out
 
 
+def _match_v4(asm: _Asm, addresses: list[IPAddress], protocol_at: int, address_at: int) -> None:
+    """TCP (the protocol byte at ``protocol_at``) to one of ``addresses`` (at ``address_at``): accept."""
+    asm.op(LD_B_ABS, protocol_at)
+    asm.op(JEQ_K, 6, 0, "reject")
+    asm.op(LD_W_ABS, address_at)
+    for addr in addresses:
+        asm.op(JEQ_K, int(addr), "accept", 0)
+    asm.op(JA, "reject")  # type: ignore[arg-type]
+
+
 def _match_v6(asm: _Asm, addresses: list[IPAddress], offset: int, tag: str) -> None:
     """Jump to accept when the 16 bytes at ``offset`` are one of ``addresses``; fall through if not."""
     for i, addr in enumerate(addresses):
@@ -112,12 +122,7 @@ def tcp_to_addresses(
         asm.op(JEQ_K, int(addr), "accept", 0)
     asm.op(JA, "reject")  # type: ignore[arg-type]
     asm.label("v4")
-    asm.op(LD_B_ABS, 23)
-    asm.op(JEQ_K, 6, 0, "reject")
-    asm.op(LD_W_ABS, 30)
-    for addr in v4:
-        asm.op(JEQ_K, int(addr), "accept", 0)
-    asm.op(JA, "reject")  # type: ignore[arg-type]
+    _match_v4(asm, v4, 23, 30)
     asm.label("v6")
     asm.op(LD_B_ABS, 20)
     asm.op(JEQ_K, 6, "v6tcp", 0)
@@ -140,12 +145,7 @@ def tcp_to_addresses(
     asm.label("tagged")
     asm.op(LD_H_ABS, 16)
     asm.op(JEQ_K, 0x0800, 0, "tagged6")
-    asm.op(LD_B_ABS, 27)
-    asm.op(JEQ_K, 6, 0, "reject")
-    asm.op(LD_W_ABS, 34)
-    for addr in v4:
-        asm.op(JEQ_K, int(addr), "accept", 0)
-    asm.op(JA, "reject")  # type: ignore[arg-type]
+    _match_v4(asm, v4, 27, 34)
     asm.label("tagged6")
     asm.op(JEQ_K, 0x86DD, 0, "reject")
     asm.op(LD_B_ABS, 24)
@@ -170,12 +170,7 @@ def _tcp_to_addresses_l3(addresses: Iterable[IPAddress]) -> list[Insn]:
     asm.op(JEQ_K, 0x40, "v4", 0)
     asm.op(JEQ_K, 0x60, "v6", "reject")
     asm.label("v4")
-    asm.op(LD_B_ABS, 9)
-    asm.op(JEQ_K, 6, 0, "reject")
-    asm.op(LD_W_ABS, 16)
-    for addr in v4:
-        asm.op(JEQ_K, int(addr), "accept", 0)
-    asm.op(JA, "reject")  # type: ignore[arg-type]
+    _match_v4(asm, v4, 9, 16)
     asm.label("v6")
     asm.op(LD_B_ABS, 6)
     asm.op(JEQ_K, 6, 0, "reject")

@@ -37,7 +37,7 @@ from . import (
 from . import lab as _lab
 from ._netns import NETNS_RUN_DIR
 from .faults import Faults
-from .lab import Lab, cleanup_stale_labs, connect_nowait, open_lab
+from .lab import Lab, cleanup_stale_labs, connect_nowait, open_lab, recv_exactly
 from .net import list_netns
 
 if TYPE_CHECKING:
@@ -131,18 +131,6 @@ class _Steps:
 
     def detail(self, text: str) -> None:
         print(f"     {text}", file=self.out, flush=True)  # type: ignore[arg-type]
-
-
-async def recv_exactly(sock: trio.socket.SocketType, n: int, timeout: float = 5) -> bytes:
-    """Read exactly ``n`` bytes from a trio socket (fewer only at EOF), within ``timeout``."""
-    buf = bytearray()
-    with trio.fail_after(timeout):
-        while len(buf) < n:
-            chunk = await sock.recv(n - len(buf))
-            if not chunk:
-                break
-            buf += chunk
-    return bytes(buf)
 
 
 async def _server_mode(lab: Lab, step: _Steps, rng: random.Random) -> None:

@@ -421,6 +421,19 @@ def connect_nowait(sock: trio.socket.SocketType, address: tuple[str, int]) -> in
         raw.close()
 
 
+async def recv_exactly(sock: trio.socket.SocketType, n: int, timeout: float = 5) -> bytes:
+    """Exactly ``n`` bytes from a kernel socket (fewer only at EOF), within ``timeout``
+    (trio.TooSlowError past it): what a test reads from the IUT's side."""
+    buf = bytearray()
+    with trio.fail_after(timeout):
+        while len(buf) < n:
+            chunk = await sock.recv(n - len(buf))
+            if not chunk:
+                break
+            buf += chunk
+    return bytes(buf)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -8,22 +8,12 @@ import socket
 import trio
 
 import tcpemu
-from tcpemu.lab import Lab, connect_nowait
+from tcpemu.lab import Lab, connect_nowait, recv_exactly
 
 EMU_PORT = 20000
 IUT_PORT = 30000
 
-
-async def recv_exactly(sock: trio.socket.SocketType, n: int, timeout: float = 5) -> bytes:
-    """Exactly ``n`` bytes from a kernel socket (fewer only at EOF), within ``timeout``."""
-    buf = bytearray()
-    with trio.fail_after(timeout):
-        while len(buf) < n:
-            chunk = await sock.recv(n - len(buf))
-            if not chunk:
-                break
-            buf += chunk
-    return bytes(buf)
+__all__ = ["recv_exactly"]  # the lab's: re-exported for the tests that take it from here
 
 
 def family(ipv: int) -> int:

@@ -249,16 +249,21 @@ def test_cancelling_recv_msg_at_any_time_loses_no_segment(cancel_at):
 # ------------------------------------------------------- 4. wait_open
 
 
-async def test_client_without_mac_times_out_once_with_a_tcpemu_error(engine_and_peer, autojump_clock):
-    """Defect 4: resolution took the whole timeout, then trio.TooSlowError (empty) leaked."""
-    engine, _ = engine_and_peer
-    conn = engine.connection(
+def client_without_mac(engine: tcpemu.Engine) -> tcpemu.Connection:
+    """A CLIENT whose wait_open must find the peer's MAC with ARP first."""
+    return engine.connection(
         CLIENT,
         local=(str(EMU_IP), EMU_PORT),
         remote=(str(PEER_IP), PEER_PORT),
         local_mac=EMU_MAC,
         remote_mac=None,
     )
+
+
+async def test_client_without_mac_times_out_once_with_a_tcpemu_error(engine_and_peer, autojump_clock):
+    """Defect 4: resolution took the whole timeout, then trio.TooSlowError (empty) leaked."""
+    engine, _ = engine_and_peer
+    conn = client_without_mac(engine)
     start = trio.current_time()
     with pytest.raises(TcpemuTimeoutError, match=r"resolving 198\.18\.0\.1's MAC") as info:
         await conn.wait_open(timeout=2)
@@ -272,13 +277,7 @@ async def test_client_mac_resolved_by_arp_is_traced_as_such(engine_and_peer, aut
     from tcpemu import neighbour
 
     engine, peer = engine_and_peer
-    conn = engine.connection(
-        CLIENT,
-        local=(str(EMU_IP), EMU_PORT),
-        remote=(str(PEER_IP), PEER_PORT),
-        local_mac=EMU_MAC,
-        remote_mac=None,
-    )
+    conn = client_without_mac(engine)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(conn.wait_open, 5)
         with trio.fail_after(1):
