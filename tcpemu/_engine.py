@@ -660,6 +660,7 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
                     continue
                 if busy:
                     spin_until = time.perf_counter() + busy
+                self._trace_debug = trace_log.isEnabledFor(logging.DEBUG)
                 if self.capture is not None:
                     self.capture.write_batch([f[14:] for f in frames] if self._l3 else frames, INBOUND)
                 now = trio.current_time()
