@@ -3,12 +3,19 @@
 python benchmarks/_peers.py NETNS connect HOST PORT COUNT
     sequential blocking connect() latencies (ns), closed with RST; JSON on stdout
 python benchmarks/_peers.py NETNS bulk HOST PORT NBYTES
-    connect, send NBYTES, shut down, wait for the peer's FIN
-python benchmarks/_peers.py NETNS many HOST PORT COUNT
-    COUNT non-blocking connects in flight at once; prints "ready" with timing,
-    holds them until stdin closes
+    connect, send NBYTES, shut down, wait for the peer's FIN; prints the
+    times of its first and last send() (CLOCK_MONOTONIC, the parent's
+    time.perf_counter clock)
+python benchmarks/_peers.py NETNS many HOST PORTS COUNT
+    COUNT non-blocking connects in flight at once, spread over the ports
+    (comma-separated); prints "ready" with timing, holds them until stdin
+    closes
 python benchmarks/_peers.py NETNS sink HOST PORT
-    accept one connection and read until EOF; prints the bytes read
+    accept one connection and read until EOF; prints the bytes read and the
+    times the first and the last byte were read
+python benchmarks/_peers.py NETNS flood IFACE FILE
+    send the frames of FILE (each a 2-byte length, then the frame) 64 to a
+    sendmmsg() as fast as they go; prints the seconds it took
 python benchmarks/_peers.py NETNS scapy-responder IFACE PORT COUNT
     answer COUNT SYNs to PORT with scapy-built SYN-ACKs
 python benchmarks/_peers.py NETNS raw-responder IFACE PORT COUNT MAC
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import resource
 import select
 import socket
@@ -49,26 +57,34 @@ def bulk(host: str, port: int, nbytes: int) -> None:
     s = socket.create_connection((host, port), timeout=30)
     chunk = bytes(1 << 16)
     left = nbytes
+    first = time.perf_counter()
     while left:
         left -= s.send(chunk[: min(left, len(chunk))])
+    last = time.perf_counter()
     s.shutdown(socket.SHUT_WR)
     while s.recv(1 << 16):
         pass
     s.close()
+    print(json.dumps({"first": first, "last": last}), flush=True)
 
 
-def many(host: str, port: int, count: int) -> None:
+def many(host: str, ports: list[int], count: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = count + 100
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(want, soft), max(want, hard)))
+    if count > 20_000:
+        # more connections than the default ephemeral range holds per port:
+        # widen it (this is the IUT's own namespace, made by the lab)
+        with open("/proc/sys/net/ipv4/ip_local_port_range", "w") as f:
+            f.write("1024 65535")
     ep = select.epoll()
     socks = {}
     t0 = time.perf_counter()
-    for _ in range(count):
+    for i in range(count):
         s = socket.socket()
         s.setblocking(False)
-        s.connect_ex((host, port))
+        s.connect_ex((host, ports[i % len(ports)]))
         socks[s.fileno()] = s
         ep.register(s.fileno(), select.EPOLLOUT)
     done = 0
@@ -95,11 +111,36 @@ def sink(host: str, port: int) -> None:
     print("listening", flush=True)
     c, _ = srv.accept()
     buf = bytearray(1 << 16)
-    total = 0
+    total = c.recv_into(buf)
+    # timed from the first byte read, as the emulated receiver is: the
+    # processes' start and the handshake are nobody's throughput
+    first = last = time.perf_counter()
     while n := c.recv_into(buf):
         total += n
+        last = time.perf_counter()
     c.close()
-    print(json.dumps({"bytes": total}), flush=True)
+    print(json.dumps({"bytes": total, "first": first, "last": last}), flush=True)
+
+
+def flood(iface: str, path: str) -> None:
+    from tcpemu._io import PacketLink
+
+    data = pathlib.Path(path).read_bytes()
+    frames = []
+    i = 0
+    while i < len(data):
+        (n,) = struct.unpack_from("!H", data, i)
+        frames.append(data[i + 2 : i + 2 + n])
+        i += 2 + n
+    link = PacketLink(iface)
+    print("ready", flush=True)
+    sys.stdin.readline()  # go
+    t0 = time.perf_counter()
+    for k in range(0, len(frames), 64):
+        link.send_batch(frames[k : k + 64])
+    dt = time.perf_counter() - t0
+    link.close()
+    print(json.dumps({"seconds": dt, "frames": len(frames)}), flush=True)
 
 
 def scapy_responder(iface: str, port: int, count: int) -> None:
@@ -167,7 +208,9 @@ def main() -> None:
     elif cmd == "bulk":
         bulk(args[0], int(args[1]), int(args[2]))
     elif cmd == "many":
-        many(args[0], int(args[1]), int(args[2]))
+        many(args[0], [int(p) for p in args[1].split(",")], int(args[2]))
+    elif cmd == "flood":
+        flood(args[0], args[1])
     elif cmd == "sink":
         sink(args[0], int(args[1]))
     elif cmd == "raw-responder":
