@@ -162,7 +162,7 @@ class SegmentPattern:
             parts.append(f"urg {self.urgent}")
         if self.options is None:
             parts.append("<...>")
-        elif self.options:
+        else:  # "<>" too: no options at all is a demand, not a wildcard
             parts.append("<" + ",".join(str(o) for o in self.options) + ">")
         return " ".join(parts)
 

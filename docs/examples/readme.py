@@ -19,9 +19,8 @@ async def main() -> None:
             syn = await conn.wait_msg(timeout=1)        # the IUT sits in SYN-SENT until...
             await conn.wait_open(timeout=1)             # ...we answer
             await conn.send_msg(b"x" * 1024)            # seq/ack AUTO
-            msg = await conn.recv_msg(timeout=1, ack=False)
-            print(msg.seq, msg.ack, msg.flags, msg.window, msg.kind)
-            print(msg)  # in packetdrill's notation: . 1:1(0) ack 1025 win ... <nop,nop,TS val ... ecr ...>
+            msg = await conn.expect(". 1:1(0) ack 1025", within=1)  # packetdrill's notation
+            print(msg)                                  # . 1:1(0) ack 1025 win ... <nop,nop,TS val ...>
             assert syn.flags == tcpemu.TcpFlags.SYN and msg.ack == conn.next_seqn
             iut.close()
 

@@ -237,3 +237,10 @@ def test_a_message_is_formatted_from_the_isns_it_carries():
     assert notation.format_message(got._replace(seq_base=None, ack_base=None)) == (
         f"P. {PEER_ISN + 1}:{PEER_ISN + 4}(3) ack {OUR_ISN + 1} win 100"
     )
+
+
+def test_a_pattern_demanding_no_options_reads_back_so():
+    from tcpemu.notation import parse_segment
+
+    assert str(parse_segment(". 1:1(0) ack 1 <>")) == ". 1:1(0) ack 1 <>"
+    assert str(parse_segment(". 1:1(0) ack 1")) == ". 1:1(0) ack 1 <...>"  # omitted: any
