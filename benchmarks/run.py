@@ -410,7 +410,10 @@ async def bench_bulk(lab: Lab, size: Size) -> list[Result]:
             raise RuntimeError(f"bulk: received {got} of {size.bulk_bytes} bytes")
         result.runs.append(got / dt / 1e6)
         st = conn.statistics()
-        result.note += f"; queue overflows {st.queue_overflows}, retransmits seen {st.retransmits_seen}"
+        result.note += (
+            f"; queue overflows {st.queue_overflows}, retransmits seen {st.retransmits_seen}, "
+            f"{st.segments_received} segments drew {st.segments_sent} ACKs"
+        )
 
     async with tcpemu.open_engine(lab.tst.ifname, netns=lab.tst.netns, seed=3) as engine:
         listener = engine.listen((tst_ip, 20000), local_mac=lab.alien_mac)
