@@ -10,8 +10,8 @@ does its own retransmitting.  RSS is sampled while it runs.
 
 Memory per connection stays small whatever ``churn_bytes`` is: the pattern
 is made block by block where it is sent and again where it is checked
-(:class:`Pattern`), the emulator keeps at most :data:`EMU_IN_FLIGHT` bytes
-unacknowledged, and it advertises a window of :data:`EMU_WINDOW` bytes.
+(:class:`Pattern`), and the emulator's window and the bytes it keeps
+unacknowledged shrink as pairs are added (:func:`emu_window`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .faults import Faults
 from .lab import Lab, connect_nowait, open_lab
 from .tcpinfo import tcp_state
 
-__all__ = ["SoakStats", "SoakResult", "Pattern", "run_soak", "pattern"]
+__all__ = ["SoakStats", "SoakResult", "Pattern", "run_soak", "pattern", "emu_window"]
 
 BASE_PORT = 20000
 STALL_TIMEOUT = 60.0
@@ -44,12 +44,20 @@ BLOCK = 1024
 CHUNK = 4096
 """Bytes of the pattern made, sent or read at a time (a few system calls more, a few KiB less
 per connection)."""
-EMU_IN_FLIGHT = 16384
-"""The emulator sends more only while at most this much is unacknowledged: its retransmission
-store (reliable mode) is the largest thing a soak connection holds."""
-EMU_WINDOW = 16384
-"""The window the emulator advertises: what the IUT may have in flight towards it, and so what
-1,000 connections can put in the engine's receive ring at once (about 11 frames each)."""
+RING_BUDGET = 8192 * 1448
+"""Bytes that all pairs' IUT sockets together may have in flight towards the engine: half of
+its receive ring's 16,384 frames of data, the rest left for ACKs and SYNs."""
+
+
+def emu_window(connections: int) -> int:
+    """The window the emulator advertises, and the most it keeps unacknowledged, in a soak of
+    ``connections`` pairs: 64 KiB (a full unscaled window: faster recovery from losses) up to
+    180 pairs, then a share of :data:`RING_BUDGET` (12 KiB at 1,000 pairs) so that every
+    IUT's window fits in the ring at once, and the retransmission store, the largest thing a
+    soak connection holds, stays small; never below 4 KiB."""
+    return max(4096, min(65535, RING_BUDGET // max(connections, 1)))
+
+
 MAX_OPENING = 32
 """Connections opening (handshake and first bytes) at once: a thousand pairs starting together
 would fill the receive ring with their SYNs and first windows of data."""
@@ -322,16 +330,14 @@ async def _drop_acks_after_fin(conn: Connection) -> None:
         conn.core.read_stream()
 
 
-async def _emu_send(conn: Connection, data: Pattern, ex: _Exchange) -> None:
+async def _emu_send(conn: Connection, data: Pattern, ex: _Exchange, in_flight: int) -> None:
     name = "emulator send"
     while data.remaining:
         ex.step(name, f"the IUT's window ({data.offset} of {data.size} bytes sent)")
-        await conn.send_data(data.read(min(CHUNK, EMU_IN_FLIGHT)))
+        await conn.send_data(data.read(min(CHUNK, in_flight)))
         ex.step(name, f"the IUT's ACKs ({conn.core.unacked_bytes()} bytes unacknowledged)")
-        await conn.wait_until(
-            lambda c: c.core.unacked_bytes() <= EMU_IN_FLIGHT - min(CHUNK, EMU_IN_FLIGHT, data.remaining),
-            what="the IUT's ACKs",
-        )
+        room = in_flight - min(CHUNK, in_flight, data.remaining)
+        await conn.wait_until(lambda c, room=room: c.core.unacked_bytes() <= room, what="the IUT's ACKs")
     ex.step(name, "the IUT's ACK of all data")
     await conn.wait_until(lambda c: c.core.unacked_bytes() == 0, what="all data acknowledged")
     ex.step(name, "the IUT's ACK of our FIN")
@@ -349,6 +355,7 @@ async def _one_connection(
     stats: SoakStats,
     opening: trio.Semaphore,
     stall: float,
+    window: int,
 ) -> None:
     where = f"pair {pair} connection {generation}"
     now = trio.current_time()
@@ -386,7 +393,8 @@ async def _one_connection(
                             nursery.start_soon(
                                 task, end, Pattern(seed, pair, generation, direction, size), stats, ex
                             )
-                        nursery.start_soon(_emu_send, conn, Pattern(seed, pair, generation, "down", size), ex)
+                        down = Pattern(seed, pair, generation, "down", size)
+                        nursery.start_soon(_emu_send, conn, down, ex, window)
                     janitor.cancel_scope.cancel()
             finally:
                 stats.open -= 1
@@ -419,6 +427,7 @@ async def _pair(
     opening: trio.Semaphore,
     stall: float,
     pairs: int,
+    window: int,
 ) -> None:
     generation = 0
     while trio.current_time() < deadline:
@@ -427,7 +436,7 @@ async def _pair(
             if stats.pairs_settled == pairs:
                 stats.settled_at = trio.current_time() - stats.started
         try:
-            await _one_connection(lab, listener, pair, generation, seed, size, stats, opening, stall)
+            await _one_connection(lab, listener, pair, generation, seed, size, stats, opening, stall, window)
         except TcpemuTimeoutError as exc:
             stats.errors.append(str(exc))  # it names the pair, the connection and the step
         except (TcpemuError, OSError) as exc:
@@ -507,10 +516,9 @@ async def run_soak(
             trace_depth=32,
         ) as engine,
     ):
+        window = emu_window(connections)
         listeners = [
-            engine.listen(
-                (str(lab.tst.ip), BASE_PORT + i), local_mac=lab.alien_mac, backlog=4, window=EMU_WINDOW
-            )
+            engine.listen((str(lab.tst.ip), BASE_PORT + i), local_mac=lab.alien_mac, backlog=4, window=window)
             for i in range(connections)
         ]
         opening = trio.Semaphore(MAX_OPENING)
@@ -541,6 +549,7 @@ async def run_soak(
                         opening,
                         stall_timeout,
                         connections,
+                        window,
                     )
             nursery.cancel_scope.cancel()
         elapsed = trio.current_time() - stats.started

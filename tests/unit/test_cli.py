@@ -265,3 +265,11 @@ async def test_each_step_pushes_the_stall_deadline_back():
         exchange.hard_deadline = trio.current_time() + 1
         exchange.done("open")
         assert scope.deadline == exchange.hard_deadline  # never beyond the exchange's bound
+
+
+def test_the_emulator_window_shares_the_receive_ring_among_many_pairs():
+    from tcpemu.soak import RING_BUDGET, emu_window
+
+    assert emu_window(1) == emu_window(180) == 65535  # a full unscaled window
+    assert emu_window(1000) == RING_BUDGET // 1000 and 1000 * emu_window(1000) <= RING_BUDGET
+    assert emu_window(40000) == 4096  # never below
