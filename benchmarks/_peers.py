@@ -8,8 +8,8 @@ python benchmarks/_peers.py NETNS bulk HOST PORT NBYTES
     time.perf_counter clock)
 python benchmarks/_peers.py NETNS many HOST PORTS COUNT
     COUNT non-blocking connects in flight at once, spread over the ports
-    (comma-separated); prints "ready" with timing, holds them until stdin
-    closes
+    (comma-separated), after "ready" is printed and a line read from stdin;
+    prints what connected with timing, holds them until stdin closes
 python benchmarks/_peers.py NETNS sink HOST PORT
     accept one connection and read until EOF; prints the bytes read and the
     times the first and the last byte were read
@@ -80,6 +80,9 @@ def many(host: str, ports: list[int], count: int) -> None:
             f.write("1024 65535")
     ep = select.epoll()
     socks = {}
+    # the parent's clock starts at "go", not at this process's start
+    print("ready", flush=True)
+    sys.stdin.readline()
     t0 = time.perf_counter()
     for i in range(count):
         s = socket.socket()

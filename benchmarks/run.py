@@ -49,6 +49,7 @@ class Size:
     bulk_bytes: int = 100_000_000
     scale_conns: int = 10_000
     scale100k_conns: int = 100_000
+    per_process: int = 15_000  # sockets one IUT process holds in the scale benchmarks
     send_segments: int = 20_000
 
 
@@ -59,7 +60,8 @@ QUICK = Size(
     scapy_connects=30,
     bulk_bytes=2_000_000,
     scale_conns=300,
-    scale100k_conns=600,
+    scale100k_conns=2_000,
+    per_process=1_000,  # so that the smoke run spreads over processes as the full one does
     send_segments=500,
 )
 
@@ -468,9 +470,22 @@ async def bench_scale(
         conns: list[tcpemu.Connection] = []
         base = rss_bytes()
         port_list = ",".join(str(20000 + i) for i in range(ports))
-        proc = peer(lab.iut.netns, "many", tst_ip, port_list, n, stdin=subprocess.PIPE)
-        assert proc.stdout is not None and proc.stdin is not None
+        # one process holds at most size.per_process sockets: a process may
+        # have too few descriptors for more, and no right to raise its limit
+        k = -(-n // size.per_process)
+        procs = [
+            peer(lab.iut.netns, "many", tst_ip, port_list, n // k + (i < n % k), stdin=subprocess.PIPE)
+            for i in range(k)
+        ]
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdin is not None
+            if (await trio.to_thread.run_sync(proc.stdout.readline)).strip() != "ready":
+                raise RuntimeError("scale: an IUT process did not start")
         t0 = time.perf_counter()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
 
         async def accept_all(listener: tcpemu.Listener) -> None:
             while len(conns) < n:
@@ -483,15 +498,19 @@ async def bench_scale(
                 for listener in listeners:
                     nursery.start_soon(accept_all, listener)
         if len(conns) < n:
-            proc.kill()
+            for proc in procs:
+                proc.kill()
             raise RuntimeError(
                 f"scale: {len(conns)} of {n} connections in 120 s; "
                 f"{[lst.statistics() for lst in listeners]}; {engine.statistics()}"
             )
         dt = time.perf_counter() - t0
-        line = json.loads(await trio.to_thread.run_sync(proc.stdout.readline))
-        if line["connected"] != n:
-            raise RuntimeError(f"scale: the IUT connected {line['connected']} of {n}")
+        connected = 0
+        for proc in procs:
+            assert proc.stdout is not None
+            connected += json.loads(await trio.to_thread.run_sync(proc.stdout.readline))["connected"]
+        if connected != n:
+            raise RuntimeError(f"scale: the IUT connected {connected} of {n}")
         gc.collect()
         per_conn.runs.append((rss_bytes() - base) / n)
         rate.runs.append(n / dt)
@@ -499,8 +518,10 @@ async def bench_scale(
         for c in conns:
             await c.aclose()
         teardown.runs.append(time.perf_counter() - t0)
-        proc.stdin.close()
-        await trio.to_thread.run_sync(proc.wait)
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            await trio.to_thread.run_sync(proc.wait)
         conns.clear()
     return [rate, per_conn, teardown]
 
