@@ -468,6 +468,10 @@ async def bench_scale(
             engine.listen((tst_ip, 20000 + i), local_mac=lab.alien_mac, backlog=n + 100) for i in range(ports)
         ]
         conns: list[tcpemu.Connection] = []
+        if n > 20_000:
+            # more connections than the default ephemeral range holds per
+            # destination port and the two ports together: widen it
+            await lab.iut.sysctl("net.ipv4.ip_local_port_range", "1024 65535")
         base = rss_bytes()
         port_list = ",".join(str(20000 + i) for i in range(ports))
         # one process holds at most size.per_process sockets: a process may
@@ -736,6 +740,7 @@ def run(args: argparse.Namespace) -> int:
     # the machine may be shared: how busy it was says how far to trust the spread
     load = " ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3])
     by_name: dict[str, Result] = {}
+    failures: list[str] = []
     # Repeats interleaved (pump, latency, ..., pump, latency, ...): a busy spell
     # of a shared machine then falls on one run of several benchmarks rather
     # than on every run of one.
@@ -748,8 +753,10 @@ def run(args: argparse.Namespace) -> int:
             cmd += ["--quick"] * args.quick + ["--no-scapy"] * args.no_scapy
             proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
             if proc.returncode:
+                # the others still run: one failure does not lose a long run's figures
                 print(f"{name} run {rep + 1} failed (exit {proc.returncode})", file=sys.stderr)
-                return proc.returncode
+                failures.append(f"{name} run {rep + 1}: exit {proc.returncode}")
+                continue
             for d in json.loads(proc.stdout.strip().splitlines()[-1]):
                 merged = by_name.setdefault(d["name"], Result(d["name"], d["unit"]))
                 merged.runs += d["runs"]
@@ -764,6 +771,7 @@ def run(args: argparse.Namespace) -> int:
         "repeat": args.repeat,
         "quick": args.quick,
         "load": load,
+        "failures": failures,
     }
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -771,9 +779,11 @@ def run(args: argparse.Namespace) -> int:
         json.dumps({"meta": meta, "results": [r.as_dict() for r in results], "targets": targets}, indent=2)
     )
     md = markdown(results, targets, meta)
+    if failures:
+        md += "\nFailed runs: " + "; ".join(failures) + "\n"
     (out / "results.md").write_text(md)
     print(md)
-    return 0
+    return 1 if failures else 0
 
 
 def main() -> int:
