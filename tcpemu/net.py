@@ -83,6 +83,13 @@ def create_netns(name: str) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(path)
         if isinstance(exc, PermissionError):
+            if exc.errno == errno.EACCES and not os.access(NETNS_RUN_DIR, os.W_OK):
+                # the capability is there; the directory of named namespaces is root's
+                raise PrivilegeError(
+                    f"creating network namespace {name!r} needs write access to {NETNS_RUN_DIR} "
+                    "(root, or CAP_DAC_OVERRIDE; or run rootless, tcpemu.rootless): "
+                    f"{exc}"
+                ) from exc
             raise PrivilegeError(
                 f"creating network namespace {name!r} needs CAP_SYS_ADMIN (run as root): {exc}"
             ) from exc
