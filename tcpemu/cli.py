@@ -37,7 +37,7 @@ from . import (
 from . import lab as _lab
 from ._netns import NETNS_RUN_DIR
 from .faults import Faults
-from .lab import Lab, cleanup_stale_labs, connect_nowait, open_lab, recv_exactly
+from .lab import Lab, cleanup_stale_labs, connect_nowait, open_lab, recv_exactly, stale_labs
 from .net import list_netns
 
 if TYPE_CHECKING:
@@ -401,22 +401,6 @@ async def soak_command(args: argparse.Namespace, out: TextIO = sys.stdout, err: 
     if result.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_PASS if result.passed else EXIT_FAIL
-
-
-def stale_labs() -> list[str]:
-    """Lab namespaces that cleanup would remove now: their creator is gone and no live lab
-    holds their lock."""
-    stale = []
-    for name in list_netns():
-        m = _lab._NAME_RE.match(name)
-        if not m or _lab._pid_alive(int(m.group(1))):
-            continue
-        fd = _lab._claim_stale(name)
-        if fd is None:
-            continue  # a live lab in a PID namespace we cannot see holds it
-        os.close(fd)
-        stale.append(name)
-    return stale
 
 
 class _Collect(logging.Handler):

@@ -475,6 +475,27 @@ def _claim_stale(name: str) -> int | None:
         return None
 
 
+def _orphaned() -> list[str]:
+    """Lab namespaces whose creating process (the pid in the name) is gone."""
+    return [
+        name
+        for name in net.list_netns()
+        if (m := _NAME_RE.match(name)) is not None and not _pid_alive(int(m.group(1)))
+    ]
+
+
+def stale_labs() -> list[str]:
+    """The lab namespaces :func:`cleanup_stale_labs` would remove now: their creator is
+    gone and no live lab holds their lock.  Removes nothing."""
+    stale = []
+    for name in _orphaned():
+        fd = _claim_stale(name)
+        if fd is not None:  # None: a live lab in a PID namespace we cannot see holds it
+            os.close(fd)
+            stale.append(name)
+    return stale
+
+
 def cleanup_stale_labs() -> list[str]:
     """Remove lab namespaces whose creating process is gone; returns their names.
 
@@ -482,10 +503,7 @@ def cleanup_stale_labs() -> list[str]:
     process holds its lab's flock on it.
     """
     removed = []
-    for name in net.list_netns():
-        m = _NAME_RE.match(name)
-        if not m or _pid_alive(int(m.group(1))):
-            continue
+    for name in _orphaned():
         fd = _claim_stale(name)
         if fd is None:
             # held by a live lab whose pid this process cannot see, or
