@@ -27,28 +27,21 @@ import os
 import pathlib
 import random
 import shutil
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 import trio
 
 from .. import _engine
-from .. import lab as lab_mod
-from .._engine import Connection, Engine
-from .._errors import MalformedFrameError, TcpemuError, UsageError
-from .._netns import netns_path, run_in_netns
-from .._open import open_engine
-from ..capture import INBOUND, PcapngWriter
+from .._engine import Connection
+from .._errors import TcpemuError, UsageError
+from .._netns import netns_path
 from ..core import SERVER, Message
 from ..notation import (
     SegmentPattern,
@@ -57,7 +50,7 @@ from ..notation import (
     compare,
     format_segment,
 )
-from ..wire import OptionKind, TcpFlags, TcpOption, classify_untrusted
+from ..wire import OptionKind, TcpFlags, TcpOption
 from . import syscalls
 from .parse import (
     CodeEvent,
@@ -70,6 +63,8 @@ from .parse import (
     Unsupported,
     parse_script,
 )
+from .results import _ECN_BITS, _ECN_NAMES, Result, _EcnTap, _Failure, summary
+from .targets import DEFAULT_PORT, PACKETDRILL_SYSCTLS, LabTarget, LinkTarget, _open_target, _Setup
 
 __all__ = [
     "PACKETDRILL_SYSCTLS",
@@ -83,25 +78,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("tcpemu.packetdrill")
-
-PACKETDRILL_SYSCTLS: Final[Mapping[str, str]] = {
-    # the environment packetdrill's scripts are written for: TCP features on,
-    # the classic buffer sizes (their window scale and SYN windows), no
-    # remembered metrics between connections, MTU probing off
-    "net.ipv4.tcp_timestamps": "1",
-    "net.ipv4.tcp_sack": "1",
-    "net.ipv4.tcp_dsack": "1",
-    "net.ipv4.tcp_window_scaling": "1",
-    "net.ipv4.tcp_rmem": "4096 87380 6291456",
-    "net.ipv4.tcp_wmem": "4096 16384 4194304",
-    "net.ipv4.tcp_reordering": "3",
-    "net.ipv4.tcp_mtu_probing": "0",
-    "net.ipv4.tcp_no_metrics_save": "1",
-    "net.ipv4.tcp_early_retrans": "3",
-    "net.ipv4.tcp_min_tso_segs": "2",
-    "net.ipv4.tcp_fastopen": "0",
-}
-"""TCP sysctls pinned in the IUT namespace before each script (after the host's own tcp_* values)."""
+_captures = itertools.count(1)
 
 DEFAULT_ADDRESSES: Final = {
     "local4": "192.168.0.1",
@@ -113,195 +90,10 @@ DEFAULT_ADDRESSES: Final = {
 
 DEFAULT_TOLERANCE_USECS: Final = 4000
 DEFAULT_TOLERANCE_PERCENT: Final = 12.5
-DEFAULT_PORT: Final = 8080
 LATE_GRACE: Final = 0.5
 """How long past an outbound packet's tolerance the runner still waits, to say how late it was."""
 MAX_ANY_WAIT: Final = 30.0
 """The bound of a ``*`` outbound packet's wait."""
-
-
-@dataclass(slots=True)
-class Result:
-    """The verdict on one script.
-
-    ``verdict`` is "PASS", "FAIL" or "SKIP"; for FAIL, ``line`` is the first
-    departing script line, ``reason`` what departed, ``expected``/``actual``
-    the two sides in packetdrill notation (or the call and its result),
-    ``time_error`` how late (> 0) or early (< 0) in seconds for a timing
-    departure; for SKIP, ``reason`` is ``unsupported: <construct>``.
-    ``trace`` holds the connection's trace and ``capture`` the pcapng file,
-    kept for failures when an artifacts directory was given.
-    """
-
-    path: str
-    verdict: str
-    reason: str = ""
-    line: int | None = None
-    expected: str | None = None
-    actual: str | None = None
-    time_error: float | None = None
-    duration: float = 0.0
-    trace: list[str] = field(default_factory=list)
-    capture: str | None = None
-
-    def line_text(self) -> str:
-        """The one-line report: ``PASS path``, ``FAIL path:LINE: ...``, ``SKIP path: unsupported: ...``."""
-        if self.verdict == "PASS":
-            return f"PASS {self.path} ({self.duration:.2f} s)"
-        if self.verdict == "SKIP":
-            return f"SKIP {self.path}: {self.reason}"
-        where = f"{self.path}:{self.line}" if self.line else self.path
-        text = f"FAIL {where}: {self.reason}"
-        if self.expected is not None:
-            text += f"\n    expected: {self.expected}"
-        if self.actual is not None:
-            text += f"\n    actual:   {self.actual}"
-        if self.capture:
-            text += f"\n    capture:  {self.capture}"
-        return text
-
-
-def summary(results: Sequence[Result]) -> str:
-    """``N passed, N failed, N skipped``."""
-    count = {v: sum(1 for r in results if r.verdict == v) for v in ("PASS", "FAIL", "SKIP")}
-    return f"{count['PASS']} passed, {count['FAIL']} failed, {count['SKIP']} skipped"
-
-
-_captures = itertools.count(1)
-_ECN_BITS: Final = {"noecn": (0,), "ect1": (1,), "ect0": (2,), "ce": (3,), "ect01": (1, 2)}
-_ECN_NAMES: Final = {0: "noecn", 1: "ect1", 2: "ect0", 3: "ce"}
-
-
-class _EcnTap(PcapngWriter):
-    """The run's capture, which also notes the ECN bits of the IP header of every TCP
-    frame the stack sends (a Message carries TCP fields only)."""
-
-    def __init__(self, path: pathlib.Path) -> None:
-        super().__init__(path, ifname="tester")
-        self.marks: deque[tuple[int, int, int, int]] = deque(maxlen=4096)  # (seq, ack, flags, ecn)
-
-    def write_batch(self, frames: list[bytes], direction: int) -> None:
-        super().write_batch(frames, direction)
-        if direction != INBOUND:
-            return
-        for frame in frames:
-            try:
-                _, _, start, _ = classify_untrusted(frame)
-            except MalformedFrameError:
-                continue
-            tos = frame[15] if frame[12:14] == b"\x08\x00" else ((frame[14] & 0x0F) << 4) | (frame[15] >> 4)
-            seq, ack, off_flags = struct.unpack_from("!IIH", frame, start + 4)
-            self.marks.append((seq, ack, off_flags & 0x1FF, tos & 3))
-
-    def ecn_of(self, msg: Message) -> int | None:
-        """The ECN bits of the frame that carried ``msg`` (the oldest one noted with its numbers)."""
-        key = (msg.seq, msg.ack, int(msg.flags))
-        while self.marks:
-            seq, ack, flags, ecn = self.marks.popleft()
-            if (seq, ack, flags) == key:
-                return ecn
-        return None
-
-
-class _Failure(Exception):
-    """A departure from the script (ends the run with FAIL)."""
-
-    def __init__(
-        self,
-        line: int,
-        reason: str,
-        expected: str | None = None,
-        actual: str | None = None,
-        time_error: float | None = None,
-    ) -> None:
-        super().__init__(reason)
-        self.line, self.reason, self.expected, self.actual, self.time_error = (
-            line,
-            reason,
-            expected,
-            actual,
-            time_error,
-        )
-
-
-# ------------------------------------------------------------------ targets
-
-
-@dataclass(frozen=True, slots=True)
-class LabTarget:
-    """The Linux kernel of this host in a throwaway lab (a fresh one per script).
-
-    ``sysctls`` are pinned in the IUT namespace after :data:`PACKETDRILL_SYSCTLS`.
-    """
-
-    sysctls: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class LinkTarget:
-    """Any stack reachable over ``ifname`` (in namespace ``netns``): the tester uses
-    ``remote_ip`` and ``tester_mac`` and sends to the stack at ``local_ip``
-    (``local_mac``, found with ARP/NDP when None).  ``handler`` makes the
-    system calls; without one, scripts with system calls are skipped.
-    Shell lines run only when ``netns`` is given, inside it.
-    """
-
-    ifname: str
-    local_ip: str
-    remote_ip: str
-    tester_mac: str
-    local_mac: str | None = None
-    netns: str | None = None
-    handler: object | None = None
-
-
-@dataclass(slots=True)
-class _Setup:
-    """What one run uses: the engine, both addresses and MACs, and the syscall handler."""
-
-    engine: Engine
-    stack_ip: str
-    tester_ip: str
-    tester_mac: str
-    stack_mac: str | None
-    handler: object | None
-    shell_netns: str | None
-    iut_ifname: str | None = None
-
-
-def _host_tcp_sysctls() -> dict[str, str]:
-    """The host's own net.ipv4.tcp_* values (read only): a new namespace starts from the
-    kernel's defaults, packetdrill runs with the host's."""
-    out = {}
-    base = pathlib.Path("/proc/sys/net/ipv4")
-    for path in sorted(base.glob("tcp_*")):
-        try:
-            if not os.access(path, os.W_OK):
-                continue
-            out[f"net.ipv4.{path.name}"] = " ".join(path.read_text().split())
-        except OSError:
-            continue
-    return out
-
-
-def _pin_sysctls(netns: str, values: Mapping[str, str]) -> list[str]:
-    """Write sysctls in ``netns`` one by one; the ones the namespace refuses are returned, not raised."""
-    refused = []
-
-    def work() -> None:
-        for key, value in values.items():
-            path = "/proc/sys/" + key.replace(".", "/")
-            try:
-                with open(path) as f:
-                    if " ".join(f.read().split()) == value:
-                        continue
-                with open(path, "w") as f:
-                    f.write(value)
-            except OSError as exc:
-                refused.append(f"{key}={value} ({exc.strerror})")
-
-    run_in_netns(netns, work)
-    return refused
 
 
 # ------------------------------------------------------------------- runner
@@ -829,78 +621,6 @@ async def run_script(
         (keep / (pathlib.Path(path).stem + ".trace.txt")).write_text("\n".join(result.trace) + "\n")
     shutil.rmtree(workdir, ignore_errors=True)
     return result
-
-
-async def _open_target(
-    stack: AsyncExitStack,
-    target: LabTarget | LinkTarget,
-    v6: bool,
-    capture: pathlib.Path,
-    flags: Mapping[str, str],
-    rng: random.Random,
-) -> _Setup:
-    port = int(flags.get("bind_port", DEFAULT_PORT))
-    connect_port = int(flags.get("connect_port", DEFAULT_PORT))
-    if isinstance(target, LinkTarget):
-        engine = await stack.enter_async_context(
-            open_engine(
-                target.ifname,
-                netns=target.netns,
-                capture=_EcnTap(capture),
-                rng=random.Random(rng.getrandbits(64)),
-            )
-        )
-        stack_mac = target.local_mac
-        if stack_mac is None:
-            stack_mac = await engine.resolve(
-                target.local_ip, local_ip=target.remote_ip, local_mac=target.tester_mac
-            )
-        return _Setup(
-            engine,
-            target.local_ip,
-            target.remote_ip,
-            target.tester_mac,
-            stack_mac,
-            target.handler,
-            target.netns,
-        )
-    lab = await stack.enter_async_context(lab_mod.open_lab(iut_sysctls=dict(PACKETDRILL_SYSCTLS)))
-    host = await trio.to_thread.run_sync(_host_tcp_sysctls)
-    values = {**host, **PACKETDRILL_SYSCTLS, **target.sysctls}
-    refused = await trio.to_thread.run_sync(_pin_sysctls, lab.iut.netns, values)
-    if refused:
-        log.debug("sysctls the IUT namespace refused: %s", "; ".join(refused))
-    # packetdrill gives IPv6 runs 20 bytes more MTU, so that a script's MSS is the same over both
-    mtu = int(flags.get("mtu", 1500)) + (20 if v6 else 0)
-    if mtu != 1500:
-        for host_ in (lab.iut, lab.tst):
-            await trio.run_process(["ip", "-n", host_.netns, "link", "set", host_.ifname, "mtu", str(mtu)])
-    # packetdrill's scripts name its tun device in tc and ip commands
-    await trio.run_process(
-        ["ip", "-n", lab.iut.netns, "link", "property", "add", "dev", lab.iut.ifname, "altname", "tun0"],
-        check=False,
-        capture_stderr=True,
-    )
-    version = 6 if v6 else 4
-    engine = await stack.enter_async_context(
-        open_engine(
-            lab.tst.ifname,
-            netns=lab.tst.netns,
-            capture=_EcnTap(capture),
-            rng=random.Random(rng.getrandbits(64)),
-        )
-    )
-    stack_ip, tester_ip = str(lab.iut.address(version)), str(lab.tst.address(version))
-    handler = await trio.to_thread.run_sync(
-        syscalls.KernelSyscalls,
-        lab.iut.netns,
-        socket.AF_INET6 if v6 else socket.AF_INET,
-        (stack_ip, port),
-        (tester_ip, connect_port),
-    )
-    return _Setup(
-        engine, stack_ip, tester_ip, lab.alien_mac, lab.iut.mac, handler, lab.iut.netns, lab.iut.ifname
-    )
 
 
 async def run_scripts(
