@@ -34,7 +34,7 @@ from ._errors import (
     EngineBrokenError,
     UsageError,
 )
-from ._io import L3_MAC, FrameLink, L3Frames
+from ._io import L3_MAC, FrameDropped, FrameLink, L3Frames
 from ._listener import Listener, ListenerStatistics
 from ._receive_path import ReceivePath
 from ._responder import NeighbourResponder
@@ -46,6 +46,7 @@ from .core import (
     ConnectionCore,
     Mode,
     SegmentKind,
+    _worth_logging,
     check_rto,
 )
 from .faults import NO_FAULTS, FaultAction, FaultInjector, Faults
@@ -106,7 +107,8 @@ class EngineStatistics:
     faults: MappingProxyType[str, int]
     """Faults injected, by direction and kind ("out-drop", "in-delay", ...)."""
     tx_errors: int
-    """Frames the pump or the timers could not send (too long for the MTU), logged as errors."""
+    """Frames not sent: too long for the MTU (from the pump or the timers: a test's own call
+    raises), or dropped because the device's queue stayed full for a second (ENOBUFS); logged."""
     neighbour_replies: int
     """ARP replies and neighbour advertisements sent for emulated addresses."""
     frames_predicted: int
@@ -632,6 +634,13 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
             log.error(
                 "%s: a frame did not fit the MTU and was not sent (%d so far)", self.name, self._tx_errors
             )
+            return
+        except FrameDropped as exc:
+            # lost as on a congested wire, for the test's own calls too: counted and logged
+            self._tx_errors += exc.count
+            self._frames_sent += len(frames) - exc.count
+            if _worth_logging(self._tx_errors):
+                log.warning("%s (%d frames so far)", exc, self._tx_errors)
             return
         except EngineBrokenError as exc:
             self._broken = exc

@@ -21,10 +21,11 @@ import select
 import socket
 import struct
 import sys
+import time
 from typing import Protocol
 
 from . import _bpf
-from ._errors import EngineBrokenError, PrivilegeError, UsageError
+from ._errors import EngineBrokenError, PrivilegeError, TcpemuError, UsageError
 from ._netns import run_in_netns
 
 ETH_P_ALL = 0x0003
@@ -123,15 +124,51 @@ def _send_many(sock: socket.socket, frames: list[bytes], where: str) -> None:
             if err not in (errno.EAGAIN, errno.ENOBUFS, errno.EMSGSIZE):
                 raise EngineBrokenError(f"sendmmsg on {where} failed: {os.strerror(err)}")
             sent = 0  # one by one below: a frame too long for the MTU gets its own error
+    dropped = 0
     for frame in frames[sent:]:
-        _send(sock, frame, where)
+        try:
+            _send(sock, frame, where)
+        except FrameDropped:
+            dropped += 1  # the others still go
+    if dropped:
+        raise FrameDropped(where, dropped)
 
 
 SEND_STALL = 1.0  # seconds a full send buffer may hold up one frame
 
 
+class FrameDropped(TcpemuError):
+    """The device would not take frames (ENOBUFS: its queue, or its peer's backlog, stayed
+    full for :data:`SEND_STALL`): they are lost, as on a congested wire.  ``count`` of them."""
+
+    def __init__(self, where: str, count: int = 1) -> None:
+        self.count = count
+        super().__init__(f"{where}: {count} frame(s) dropped, the device's queue stayed full")
+
+
+def _send_enobufs(sock: socket.socket, frame: bytes, where: str, address: tuple[str, int] | None) -> None:
+    """ENOBUFS: the frame was dropped on the way to the device; try again a little later,
+    for at most SEND_STALL (a veth whose peer is busy drains within microseconds)."""
+    deadline = time.monotonic() + SEND_STALL
+    pause = 0.0002
+    while True:
+        select.select([], [], [], pause)
+        try:
+            sock.send(frame) if address is None else sock.sendto(frame, address)
+            return
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            if exc.errno != errno.ENOBUFS:
+                raise EngineBrokenError(f"send on {where} failed: {exc}") from exc
+        if time.monotonic() >= deadline:
+            raise FrameDropped(where)
+        pause = min(pause * 2, 0.01)
+
+
 def _send(sock: socket.socket, frame: bytes, where: str, address: tuple[str, int] | None = None) -> None:
-    """Send one frame; a full send buffer is waited out (bounded), never dropped.
+    """Send one frame; a full send buffer is waited out (bounded), never dropped silently
+    (a device queue that stays full raises :class:`FrameDropped`, which the engine counts).
     ``address``: (ifname, protocol) for a link whose frames do not say their protocol."""
     try:
         sock.send(frame) if address is None else sock.sendto(frame, address)
@@ -141,6 +178,9 @@ def _send(sock: socket.socket, frame: bytes, where: str, address: tuple[str, int
     except OSError as exc:
         if exc.errno == errno.EMSGSIZE:
             raise UsageError(f"a frame of {len(frame)} bytes does not fit the MTU of {where}") from None
+        if exc.errno == errno.ENOBUFS:
+            _send_enobufs(sock, frame, where, address)
+            return
         raise EngineBrokenError(f"send on {where} failed: {exc}") from exc
     # The kernel frees sent buffers within microseconds; wait for room in
     # the calling thread rather than lose the frame.

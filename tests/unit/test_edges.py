@@ -8,8 +8,10 @@ autojump clock.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import math
+from unittest import mock
 
 import pytest
 import trio
@@ -548,3 +550,43 @@ async def test_the_ts_start_value_is_the_tests_choice(engine_and_peer, autojump_
     assert tsval(synack) == 1000
     with pytest.raises(UsageError, match="ts_start"):
         server(engine, remote_port=1, ts_start=-1)
+
+
+# ------------------------------------------------ a device queue that is full
+
+
+class _Congested:
+    """A socket whose device queue is full for the first ``busy`` sends (ENOBUFS)."""
+
+    def __init__(self, busy: int) -> None:
+        self.busy, self.sent = busy, []
+
+    def send(self, frame: bytes) -> None:
+        if self.busy:
+            self.busy -= 1
+            raise OSError(errno.ENOBUFS, "No buffer space available")
+        self.sent.append(frame)
+
+
+def test_a_frame_the_device_refuses_for_a_moment_is_sent_again():
+    """ENOBUFS (a veth whose peer's backlog is full) killed the pump: now it waits, bounded."""
+    from tcpemu import _io
+
+    sock = _Congested(busy=3)
+    _io._send(sock, b"frame", "test link")  # type: ignore[arg-type]
+    assert sock.sent == [b"frame"]
+    stuck = _Congested(busy=10**9)
+    with mock.patch.object(_io, "SEND_STALL", 0.02), pytest.raises(_io.FrameDropped):
+        _io._send(stuck, b"frame", "test link")  # type: ignore[arg-type]
+
+
+async def test_a_dropped_frame_is_counted_and_the_engine_goes_on(engine_and_peer, autojump_clock):
+    from tcpemu import _io
+
+    engine, peer = engine_and_peer
+    conn, _ = await open_server(engine, peer)
+    with mock.patch.object(engine._link, "send", side_effect=_io.FrameDropped("test link")):
+        await conn.send_msg(b"lost in the queue")  # returns: lost as on a congested wire
+    assert engine.statistics().tx_errors == 1
+    await conn.send_msg(b"through")
+    assert (await peer.expect()).payload == b"through"
