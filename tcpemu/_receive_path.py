@@ -39,7 +39,7 @@ trace_log = logging.getLogger("tcpemu.trace")
 BATCH: Final = 256
 _EXPECTED: Final = SegmentKind.EXPECTED  # a global: quicker than the member looked up on its class
 _RETRANSMIT: Final = SegmentKind.RETRANSMIT
-_RST: Final = TcpFlags.RST
+_RST_BIT: Final = int(TcpFlags.RST)
 
 
 _TPID: Final = b"\x81\x00"  # an 802.1Q tag follows the MACs
@@ -176,7 +176,7 @@ class ReceivePath:
         note = "" if msg.kind is _EXPECTED else msg.kind._value_  # the plain attribute: .value is slow
         if note and msg.kind is _RETRANSMIT and core.is_probe(msg):
             note = "probe"  # keepalive or zero-window probe: at snd_una - 1 on purpose
-        if msg.flags & _RST:
+        if frame[start + 13] & _RST_BIT:  # the header's byte: an enum's & costs as much as a parse
             accepted = any(e.kind == "rst-accepted" for e in core.events)
             note = f"{note}, RST accepted" if accepted else f"{note}, RST ignored"
             note = note.lstrip(", ")
