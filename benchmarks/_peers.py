@@ -7,7 +7,7 @@ python benchmarks/_peers.py NETNS bulk HOST PORT NBYTES
     times of its first and last send() (CLOCK_MONOTONIC, the parent's
     time.perf_counter clock)
 python benchmarks/_peers.py NETNS many HOST PORTS COUNT
-    COUNT non-blocking connects, at most 1,000 in flight at once, spread over
+    COUNT non-blocking connects, at most 250 in flight at once, spread over
     the ports (comma-separated), after "ready" is printed and a line read
     from stdin; prints what connected with timing, holds them until stdin
     closes
@@ -69,7 +69,7 @@ def bulk(host: str, port: int, nbytes: int) -> None:
     print(json.dumps({"first": first, "last": last}), flush=True)
 
 
-IN_FLIGHT = 1000
+IN_FLIGHT = 250
 
 
 def many(host: str, ports: list[int], count: int) -> None:
