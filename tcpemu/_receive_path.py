@@ -50,7 +50,8 @@ class ReceivePath:
 
     _trace_debug: bool = False
     """Whether tcpemu.trace logs at DEBUG: asked once per batch by the pump rather
-    than once per frame (the logger's check costs as much as a tenth of a frame)."""
+    than once per frame (the logger's check costs as much as a tenth of a frame).
+    A frame replayed by the timers (a delayed one) goes by the last batch's answer."""
 
     def _dispatch(self: Engine, frame: bytes, now: float, replay: bool = False) -> Connection | None:
         if not replay:
@@ -181,10 +182,16 @@ class ReceivePath:
             note = f"{note}, RST accepted" if accepted else f"{note}, RST ignored"
             note = note.lstrip(", ")
         record = _record(now - self._t0, "<", seg, frame[start + 20 : start + (seg.data_offset or 20)], note)
-        self._received(conn, msg, record, now)
+        # what _received does, written out as in _predicted: every unexpected segment comes here
+        conn._last_msg = msg
+        conn._trace.append(record)
+        if core.events:
+            conn._core_events(now)
+        if core.reliable:
+            self._kick_timers(core.next_deadline())
         if conn._listener is not None:
             conn._listener._progress(conn, now)
-        if trace_log.isEnabledFor(logging.DEBUG):
+        if self._trace_debug:
             trace_log.debug(conn._format(record))
         return conn
 
