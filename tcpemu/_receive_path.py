@@ -13,10 +13,9 @@ from ._errors import (
     MalformedFrameError,
 )
 from ._responder import neighbour_frame
-from ._trace import TraceRecord, _record
+from ._trace import _record
 from .capture import INBOUND
 from .core import (
-    Message,
     SegmentKind,
 )
 from .faults import FaultAction
@@ -127,7 +126,8 @@ class ReceivePath:
                 # the record _record makes, from the header's fields: there is no Segment here
                 raw_options = frame[start + 20 : end - len(payload)] if options else b""
                 record = (now - self._t0, "<", seq, ack, flags, window, raw_options, len(payload), "")
-                # what _received does, written out: one call less on the path every in-order frame takes
+                # the engine's step after the core (trace, the core's events, timers), written out:
+                # one call less on the path every in-order frame takes
                 conn._last_msg = msg
                 conn._trace.append(record)
                 if core.events:
@@ -182,7 +182,7 @@ class ReceivePath:
             note = f"{note}, RST accepted" if accepted else f"{note}, RST ignored"
             note = note.lstrip(", ")
         record = _record(now - self._t0, "<", seg, frame[start + 20 : start + (seg.data_offset or 20)], note)
-        # what _received does, written out as in _predicted: every unexpected segment comes here
+        # the engine's step after the core, written out as in _predicted: every unexpected segment comes here
         conn._last_msg = msg
         conn._trace.append(record)
         if core.events:
@@ -194,13 +194,3 @@ class ReceivePath:
         if self._trace_debug:
             trace_log.debug(conn._format(record))
         return conn
-
-    def _received(self: Engine, conn: Connection, msg: Message, record: TraceRecord, now: float) -> None:
-        """The engine's part after the core took a segment: trace, the core's events, timers."""
-        conn._last_msg = msg
-        conn._trace.append(record)
-        core = conn.core
-        if core.events:  # state moves, a RST taken or ignored, a full queue
-            conn._core_events(now)
-        if core.reliable:
-            self._kick_timers(core.next_deadline())
