@@ -77,6 +77,25 @@ def _match_v4(asm: _Asm, addresses: list[IPAddress], protocol_at: int, address_a
     asm.op(JA, "reject")  # type: ignore[arg-type]
 
 
+def _match_v6_tcp(
+    asm: _Asm, addresses: list[IPAddress], next_header_at: int, address_at: int, tag: str
+) -> None:
+    """TCP (the next header at ``next_header_at``) to one of ``addresses`` (at ``address_at``): accept."""
+    asm.op(LD_B_ABS, next_header_at)
+    asm.op(JEQ_K, 6, 0, "reject")
+    _match_v6(asm, addresses, address_at, tag)
+    asm.op(JA, "reject")  # type: ignore[arg-type]
+
+
+def _accept_or_reject(asm: _Asm) -> list[Insn]:
+    """The two ends every program jumps to, and the assembled program."""
+    asm.label("accept")
+    asm.op(RET_K, ACCEPT_BYTES)
+    asm.label("reject")
+    asm.op(RET_K, 0)
+    return asm.assemble()
+
+
 def _match_v6(asm: _Asm, addresses: list[IPAddress], offset: int, tag: str) -> None:
     """Jump to accept when the 16 bytes at ``offset`` are one of ``addresses``; fall through if not."""
     for i, addr in enumerate(addresses):
@@ -148,15 +167,8 @@ def tcp_to_addresses(
     _match_v4(asm, v4, 27, 34)
     asm.label("tagged6")
     asm.op(JEQ_K, 0x86DD, 0, "reject")
-    asm.op(LD_B_ABS, 24)
-    asm.op(JEQ_K, 6, 0, "reject")
-    _match_v6(asm, v6, 42, "t6next")
-    asm.op(JA, "reject")  # type: ignore[arg-type]
-    asm.label("accept")
-    asm.op(RET_K, ACCEPT_BYTES)
-    asm.label("reject")
-    asm.op(RET_K, 0)
-    return asm.assemble()
+    _match_v6_tcp(asm, v6, 24, 42, "t6next")
+    return _accept_or_reject(asm)
 
 
 def _tcp_to_addresses_l3(addresses: Iterable[IPAddress]) -> list[Insn]:
@@ -172,15 +184,8 @@ def _tcp_to_addresses_l3(addresses: Iterable[IPAddress]) -> list[Insn]:
     asm.label("v4")
     _match_v4(asm, v4, 9, 16)
     asm.label("v6")
-    asm.op(LD_B_ABS, 6)
-    asm.op(JEQ_K, 6, 0, "reject")
-    _match_v6(asm, v6, 24, "v6next")
-    asm.op(JA, "reject")  # type: ignore[arg-type]
-    asm.label("accept")
-    asm.op(RET_K, ACCEPT_BYTES)
-    asm.label("reject")
-    asm.op(RET_K, 0)
-    return asm.assemble()
+    _match_v6_tcp(asm, v6, 6, 24, "v6next")
+    return _accept_or_reject(asm)
 
 
 def reject_all() -> list[Insn]:
