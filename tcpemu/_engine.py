@@ -355,6 +355,9 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
         auto_open: bool = True,
         max_queue: int | None = None,
         vlan: int | None = None,
+        wscale: int | None = None,
+        sack: bool = False,
+        timestamps: bool | None = None,
     ) -> Listener:
         """Accept any number of connections on ``local``, as a listening socket does.
 
@@ -364,6 +367,9 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
         that to ``wait_open`` on the connection from :meth:`Listener.accept`.
         At most ``backlog`` connections wait in the listener (handshaking or
         not yet accepted); SYNs beyond that are counted and not answered.
+        ``window``, ``mss``, ``wscale``, ``sack`` and ``timestamps`` are what
+        each connection's SYN-ACK offers, as for :meth:`connection` (with
+        ``wscale``, ``window`` is in bytes and may exceed 65535).
         """
         self._check_running("listen")
         local_ip, local_port = _endpoint("local", local, port_optional=False)
@@ -386,6 +392,9 @@ class Engine(NeighbourResponder, ReceivePath, Timers):
             auto_open=auto_open,
             max_queue=self._max_queue if max_queue is None else max_queue,
             vlan=vlan,
+            wscale=wscale,
+            sack=sack,
+            timestamps=timestamps,
         )
         self._auto[key] = lst
         self._addr_refs[local_ip] += 1

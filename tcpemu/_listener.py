@@ -67,6 +67,9 @@ class Listener:
         auto_open: bool,
         max_queue: int,
         vlan: int | None = None,
+        wscale: int | None = None,
+        sack: bool = False,
+        timestamps: bool | None = None,
     ) -> None:
         self._engine = engine
         self.local_ip = local_ip
@@ -75,6 +78,7 @@ class Listener:
         self.vlan = vlan
         """The VLAN ID whose SYNs this listener takes (None: untagged frames)."""
         self._window, self._mss, self._max_queue = window, mss, max_queue
+        self._wscale, self._sack, self._timestamps = wscale, sack, timestamps
         # every connection's core is forked from this one: the arguments are
         # checked here, once, and not again for each SYN
         self._prototype = self._new_prototype()
@@ -112,6 +116,9 @@ class Listener:
             max_queue=self._max_queue,
             reliable=engine.reliable,
             rto=engine.rto,
+            wscale=self._wscale,
+            sack=self._sack,
+            timestamps=self._timestamps,
         )
 
     def _spawn(self, frame: bytes, fkey: bytes, lkey: bytes) -> Connection | None:

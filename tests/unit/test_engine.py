@@ -692,3 +692,26 @@ async def test_engine_context_collects_engines_and_names_captures(tmp_path):
     finally:
         _engine.ENGINE_CONTEXT.reset(token)
     assert list(tmp_path.glob("*.pcapng"))
+
+
+async def test_a_listener_offers_window_scale_sack_and_timestamps(engine_and_peer, autojump_clock):
+    engine, peer = engine_and_peer
+    lst = engine.listen(
+        (str(EMU_IP), EMU_PORT), local_mac=EMU_MAC, window=1 << 20, wscale=6, sack=True, timestamps=True
+    )
+    peer.send(
+        7000,
+        flags=S,
+        options=(
+            TcpOption.mss(1000),
+            TcpOption.sack_permitted(),
+            TcpOption.timestamps(5, 0),
+            TcpOption.wscale(2),
+        ),
+    )
+    synack = await peer.expect()
+    kinds = [o.kind for o in synack.options]
+    assert {2, 3, 4, 8} <= set(kinds)  # MSS, window scale, SACK-permitted, timestamps
+    peer.send(7001, synack.seq + 1)
+    conn = await lst.accept(timeout=1)
+    assert conn.core.rcv_wscale == 6 and conn.window == 1 << 20
