@@ -736,8 +736,6 @@ ENGINE_CONTEXT: ContextVar[EngineContext | None] = ContextVar("tcpemu_engine_con
 """Set by a harness (the pytest plugin) around a test; trio.run copies the caller's
 context, so every task of the test sees it.  No module global is written."""
 
-TEST_REGISTRY: list[Engine] | None = None  # the plugin's old interface, read while it moves over
-CAPTURE_DIR: pathlib.Path | None = None
 _OPEN: weakref.WeakSet[Engine] = weakref.WeakSet()
 _CLAIMED: set[tuple[str | None, str]] = set()  # links being opened (the open runs in a thread)
 

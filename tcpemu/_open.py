@@ -13,7 +13,7 @@ import trio
 
 from . import linkcheck, net
 from ._args import _check_bool, _check_int, _check_timeout
-from ._engine import _CLAIMED, _OPEN, CAPTURE_DIR, ENGINE_CONTEXT, TEST_REGISTRY, Engine, engines_on
+from ._engine import _CLAIMED, _OPEN, ENGINE_CONTEXT, Engine, engines_on
 from ._errors import (
     LabError,
     UsageError,
@@ -45,7 +45,7 @@ def _capture_writer(
         return capture
     if capture is None:
         context = ENGINE_CONTEXT.get()
-        directory = context.capture_dir if context is not None else CAPTURE_DIR
+        directory = context.capture_dir if context is not None else None
         if directory is None:
             return None
         capture = directory / f"{ifname}-{next(_capture_seq)}.pcapng"
@@ -198,8 +198,6 @@ async def open_engine(
     context = ENGINE_CONTEXT.get()
     if context is not None:
         context.registry.append(engine)
-    elif TEST_REGISTRY is not None:
-        TEST_REGISTRY.append(engine)
     if made_link:
         engine._where = (netns, ifname)  # type: ignore[assignment]
         _OPEN.add(engine)

@@ -581,7 +581,7 @@ async def run_script(
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="tcpemu-packetdrill-"))
     capture = workdir / (pathlib.Path(path).stem + ".pcapng")
     harness = _engine.ENGINE_CONTEXT.get()
-    harness_dir = harness.capture_dir if harness is not None else _engine.CAPTURE_DIR
+    harness_dir = harness.capture_dir if harness is not None else None
     if artifacts is None and harness_dir is not None:
         # under pytest: in the plugin's directory, which it attaches to a failing test's report
         capture = harness_dir / f"packetdrill-{pathlib.Path(path).stem}-{next(_captures)}.pcapng"
