@@ -12,12 +12,6 @@ def _check_port(what: str, port: int) -> None:
         raise UsageError(f"{what} must be an int 1..65535, got {port!r}")
 
 
-def _check_uint(what: str, value: object, top: int) -> None:
-    """An int (not a bool) in 0..top, else UsageError naming it."""
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
-        raise UsageError(f"{what} must be an int 0..{top}, got {value!r}")
-
-
 def check_rto(rto: object) -> None:
     """A retransmission timeout: a finite number of seconds > 0."""
     if not isinstance(rto, (int, float)) or isinstance(rto, bool) or not 0 < rto < float("inf"):

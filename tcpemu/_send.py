@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Final
 
-from ._checks import _check_options, _check_seq, _check_time, _check_uint
+from ._checks import _check_options, _check_seq, _check_time
 from ._errors import UsageError
 from ._message import Message
 from ._state import AUTO, QUIET, Auto, Quiet, StateEvent, TcpState, seq_add, seq_diff
-from .wire import FLAGS, Segment, TcpFlags, TcpOption
+from .wire import FLAGS, Segment, TcpFlags, TcpOption, check_uint
 
 if TYPE_CHECKING:
     from .core import ConnectionCore
@@ -95,9 +95,9 @@ class _SendMixin:
             opts = self._syn_options(now) if fi & _F_SYN else self._options(now, fi)
         else:
             opts = _check_options(options)
-        _check_uint("urgent", urgent, 0xFFFF)
+        check_uint("urgent", urgent, 0xFFFF)
         if window is not None:
-            _check_uint("window", window, 0xFFFF)
+            check_uint("window", window, 0xFFFF)
         win = self.window if window is None else window
         if window is None:
             if fi & _F_SYN:

@@ -21,7 +21,7 @@ import logging
 from collections import deque
 from typing import Final
 
-from ._checks import _check_port, _check_uint, check_rto
+from ._checks import _check_port, check_rto
 from ._errors import UsageError
 from ._message import ConnectionStatistics, CoreEvent, Message, SegmentKind, _Counters
 from ._options import (
@@ -47,7 +47,7 @@ from ._state import (
     seq_add,
     seq_diff,
 )
-from .wire import FLAGS, Segment, TcpOption
+from .wire import FLAGS, Segment, TcpOption, check_uint
 
 __all__ = [
     "TcpState",
@@ -122,19 +122,19 @@ class ConnectionCore(_SendMixin, _OptionsMixin, _RetransmitMixin, _ReceiveBuffer
             _check_port("remote port", dst_port)
         elif mode is Mode.CLIENT:
             raise UsageError("CLIENT mode needs the remote port (remote=(ip, port))")
-        _check_uint("isn", isn, SEQ_MOD - 1)
+        check_uint("isn", isn, SEQ_MOD - 1)
         if wscale is not None:
-            _check_uint("wscale (RFC 7323)", wscale, 14)
+            check_uint("wscale (RFC 7323)", wscale, 14)
         if window is not None:
-            _check_uint("window", window, 0xFFFF << (wscale or 0))
+            check_uint("window", window, 0xFFFF << (wscale or 0))
         if mss is not None:
-            _check_uint("mss", mss, 0xFFFF)
+            check_uint("mss", mss, 0xFFFF)
         for what, bound in (("max_queue", max_queue), ("max_stream", max_stream)):
             if not isinstance(bound, int) or isinstance(bound, bool) or bound < 1:
                 raise UsageError(f"{what} must be an int >= 1, got {bound!r}")
-        _check_uint("max_out_of_order", max_out_of_order, 1 << 62)
+        check_uint("max_out_of_order", max_out_of_order, 1 << 62)
         check_rto(rto)
-        _check_uint("ts_start", ts_start, SEQ_MOD - 1)
+        check_uint("ts_start", ts_start, SEQ_MOD - 1)
         for what, flag in (("reliable", reliable), ("sack", sack)):
             if not isinstance(flag, bool):
                 raise UsageError(f"{what} must be True or False, got {flag!r}")
@@ -628,7 +628,7 @@ class ConnectionCore(_SendMixin, _OptionsMixin, _RetransmitMixin, _ReceiveBuffer
 
     def set_window(self, window: int) -> None:
         """The window we advertise from now on, in bytes (scaled on the wire once agreed)."""
-        _check_uint("window", window, 0xFFFF << (self.wscale or 0))
+        check_uint("window", window, 0xFFFF << (self.wscale or 0))
         self.window = window
 
 

@@ -130,12 +130,12 @@ class TcpOption(_OptionFields):
 
     @classmethod
     def mss(cls, value: int) -> TcpOption:
-        _check_field("mss", value, 0xFFFF)
+        check_uint("mss", value, 0xFFFF)
         return cls(OptionKind.MSS, struct.pack("!H", value))
 
     @classmethod
     def wscale(cls, shift: int) -> TcpOption:
-        _check_field("wscale shift", shift, 255)
+        check_uint("wscale shift", shift, 255)
         return cls(OptionKind.WSCALE, bytes([shift]))
 
     @classmethod
@@ -144,8 +144,8 @@ class TcpOption(_OptionFields):
 
     @classmethod
     def timestamps(cls, tsval: int, tsecr: int) -> TcpOption:
-        _check_field("TSval", tsval, 0xFFFFFFFF)
-        _check_field("TSecr", tsecr, 0xFFFFFFFF)
+        check_uint("TSval", tsval, 0xFFFFFFFF)
+        check_uint("TSecr", tsecr, 0xFFFFFFFF)
         return cls(OptionKind.TIMESTAMP, struct.pack("!II", tsval, tsecr))
 
     @classmethod
@@ -156,7 +156,7 @@ class TcpOption(_OptionFields):
             if not isinstance(block, (list, tuple)) or len(block) != 2:
                 raise UsageError(f"a SACK block is a (left, right) pair, got {block!r}")
             for edge in block:
-                _check_field("SACK block edge", edge, 0xFFFFFFFF)
+                check_uint("SACK block edge", edge, 0xFFFFFFFF)
         return cls(OptionKind.SACK, b"".join(struct.pack("!II", a, b) for a, b in blocks))
 
     def value(self) -> object:
@@ -191,7 +191,9 @@ class TcpOption(_OptionFields):
         return f"{name} {value}"
 
 
-def _check_field(what: str, value: object, top: int) -> None:
+def check_uint(what: str, value: object, top: int) -> None:
+    """An int (not a bool) in 0..top, else UsageError naming it: the one check of a
+    field's range, for the layers above too."""
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
         raise UsageError(f"{what} must be an int 0..{top}, got {value!r}")
 
