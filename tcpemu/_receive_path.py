@@ -5,21 +5,28 @@ the listener's part."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from ._accel import SPEEDUPS
 from ._connection import UNKNOWN_MAC as _UNKNOWN_MAC
 from ._connection import Connection
 from ._errors import (
     MalformedFrameError,
 )
+from ._message import Message
 from ._responder import neighbour_frame
+from ._state import TcpState
 from ._trace import _record
 from .capture import INBOUND
 from .core import (
+    ConnectionCore,
     SegmentKind,
 )
 from .faults import FaultAction
 from .wire import (
+    _TS_OPTIONS,
+    FLAGS,
     PredictedFields,
     Segment,
     TcpFlags,
@@ -29,6 +36,7 @@ from .wire import (
     predict_untrusted,
     strip_vlan_tag,
 )
+from .wire import _timestamp_options as _ts_options
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -42,6 +50,30 @@ _RST_BIT: Final = int(TcpFlags.RST)
 
 
 _TPID: Final = b"\x81\x00"  # an 802.1Q tag follows the MACs
+
+TakePredicted = Callable[[list[bytes], int, dict[bytes, Connection], float, float, set[Connection]], int]
+
+
+def _compiled_take_predicted() -> TakePredicted | None:
+    if SPEEDUPS is None:
+        return None
+    SPEEDUPS.setup(
+        ConnectionCore,
+        Message,
+        FLAGS,
+        _ts_options,
+        _TS_OPTIONS,
+        _UNKNOWN_MAC,
+        TcpState.ESTABLISHED,
+        SegmentKind.EXPECTED,
+    )
+    return SPEEDUPS.take_predicted  # type: ignore[no-any-return]
+
+
+TAKE_PREDICTED: Final = _compiled_take_predicted()
+"""``take_predicted(frames, i, conns, now, t0, touched)``: takes frames from index ``i`` on
+while each is the plainest predicted case, as :meth:`ReceivePath._predicted` would, and
+returns the index of the first one it left (None: not built, or switched off)."""
 
 
 class ReceivePath:

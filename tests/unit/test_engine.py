@@ -503,7 +503,11 @@ async def test_the_trace_reads_the_same_either_path_and_keeps_no_payload(autojum
     traces, predicted = [], []
     for fast_path in (_receive_path.predict_untrusted, lambda frame: None):  # prediction on, then off
         emu, peer_link = MemoryLink.pair()
-        with mock.patch.object(_receive_path, "predict_untrusted", fast_path):
+        compiled = _engine.TAKE_PREDICTED if fast_path is _receive_path.predict_untrusted else None
+        with (
+            mock.patch.object(_receive_path, "predict_untrusted", fast_path),
+            mock.patch.object(_engine, "TAKE_PREDICTED", compiled),
+        ):
             async with tcpemu.open_engine(link=emu, seed=42) as engine:
                 peer = Peer(peer_link)
                 conn, snd = await open_server(engine, peer)

@@ -1,0 +1,282 @@
+"""The compiled part (tcpemu/_speedups.c) against the Python path it stands in for.
+
+The same frames go to two engines, one with the compiled header prediction and
+one without; every message, trace record, slot of the core, counter and frame
+sent must come out the same, value and type.  The compiled ring walk and the
+Python one read the same ring contents.  CI builds the module (``nox -s tests``
+sets TCPEMU_REQUIRE_SPEEDUPS=1, so a missing build fails there rather than skips).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import mmap
+import os
+import struct
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tcpemu
+from tcpemu import MemoryLink, SegmentKind, _engine
+from tcpemu._accel import SPEEDUPS
+from tcpemu._io import PacketRing
+from tcpemu.core import ConnectionCore
+from tcpemu.wire import Segment, TcpFlags, TcpOption
+
+from .helpers import EMU_PORT, PEER_PORT, Peer, peer_frame, server
+
+REQUIRED = os.environ.get("TCPEMU_REQUIRE_SPEEDUPS", "") not in ("", "0")
+pytestmark = pytest.mark.skipif(
+    SPEEDUPS is None and not REQUIRED,
+    reason="tcpemu._speedups was not built here (no C compiler at install time, or TCPEMU_PURE_PYTHON set)",
+)
+EXAMPLES = int(os.environ.get("TCPEMU_FUZZ_EXAMPLES", "300"))
+A, S, F, R, P, U = (TcpFlags.ACK, TcpFlags.SYN, TcpFlags.FIN, TcpFlags.RST, TcpFlags.PSH, TcpFlags.URG)
+IRS = 7000
+
+
+def test_the_compiled_module_is_there_when_required():
+    """What makes the comparisons below count: in CI they run, never skip."""
+    assert SPEEDUPS is not None, "TCPEMU_REQUIRE_SPEEDUPS is set but tcpemu._speedups did not load"
+    assert _engine.TAKE_PREDICTED is not None
+
+
+def snap(value: Any) -> Any:
+    """A value with the type of every part kept, so that 1 and True or None and 0 differ."""
+    if isinstance(value, tuple):
+        return (type(value).__name__, tuple(snap(v) for v in value))
+    if isinstance(value, (list, deque)):
+        return [snap(v) for v in value]
+    if isinstance(value, bytearray):
+        return ("bytearray", bytes(value))
+    if isinstance(value, Mapping):
+        return {k: snap(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: snap(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return (type(value).__name__, fields)
+    return (type(value).__name__, value)
+
+
+def core_snapshot(core: ConnectionCore) -> dict[str, Any]:
+    return {name: snap(getattr(core, name, "<unset>")) for name in ConnectionCore.__slots__}
+
+
+# one step: (what, seq offset, flags, payload, ack offset, window, TSval or None)
+steps = st.lists(
+    st.tuples(
+        st.sampled_from(["seg"] * 8 + ["wrong-mac", "other-flow", "truncated", "vlan", "read"]),
+        st.sampled_from([0] * 6 + [-3, 1, 5, 40]),  # from rcv_nxt: mostly in order
+        st.sampled_from([A, A, A | P, A | U, A | F, A | R, R, A | P | TcpFlags.CWR, TcpFlags(0), S]),
+        st.binary(max_size=24),
+        st.sampled_from([0, 0, 0, 10, 50, 60, -5, 2**31]),  # acknowledges some of our 50 bytes in flight
+        st.integers(0, 0xFFFF),
+        st.one_of(st.none(), st.integers(0, 2**32 - 1)),
+    ),
+    min_size=1,
+    max_size=40,
+)
+setups = st.fixed_dictionaries(
+    {
+        "version": st.sampled_from([4, 6]),
+        "timestamps": st.booleans(),
+        "wscale": st.booleans(),
+        "max_queue": st.sampled_from([2, 8, 1000]),
+        "max_stream": st.sampled_from([30, 1 << 20]),
+        "in_flight": st.booleans(),
+        "reliable": st.booleans(),
+    }
+)
+
+
+def run_engine(setup: dict[str, Any], plan: list[tuple], compiled: bool) -> dict[str, Any]:
+    async def scenario() -> dict[str, Any]:
+        _engine.ENGINE_CONTEXT.set(None)  # no pcapng per run from the plugin's context
+        emu, peer_link = MemoryLink.pair()
+        async with tcpemu.open_engine(link=emu, seed=42) as engine:
+            engine._take_predicted = engine._take_predicted if compiled else None
+            peer = Peer(peer_link, setup["version"])
+            conn = server(
+                engine,
+                setup["version"],
+                max_queue=setup["max_queue"],
+                wscale=2 if setup["wscale"] else None,
+                reliable=setup["reliable"],
+            )
+            conn.core.max_stream = setup["max_stream"]  # no argument for it: a small bound meets it soon
+            options = [TcpOption.mss(1000)]
+            if setup["wscale"]:
+                options.append(TcpOption.wscale(3))
+            if setup["timestamps"]:
+                options.append(TcpOption.timestamps(5, 0))
+            peer.send(IRS, flags=S, options=tuple(options))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(conn.wait_open, 5)
+                synack = await peer.expect()
+                peer.send(IRS + 1, synack.seq + 1)
+            snd = synack.seq + 1
+            if setup["in_flight"]:
+                await conn.send_msg(b"x" * 50)
+                await peer.expect()
+            rcv = IRS + 1
+            for what, off, flags, payload, ack_off, window, tsval in plan:
+                opts = () if tsval is None else (TcpOption(1), TcpOption(1), TcpOption.timestamps(tsval, 9))
+                seq = (rcv + off) % 2**32
+                seg = Segment(
+                    PEER_PORT + (what == "other-flow"),
+                    EMU_PORT,
+                    seq,
+                    (snd + ack_off) % 2**32,
+                    flags,
+                    window,
+                    options=opts,
+                    payload=payload,
+                )
+                if what == "read":
+                    # the pump takes what came so far (a batch ends), then the test reads one message
+                    await trio.testing.wait_all_tasks_blocked()
+                    with contextlib.suppress(tcpemu.WouldBlock):
+                        conn.recv_msg_nowait(ack=False)
+                    continue
+                if what in ("seg", "other-flow"):
+                    peer.send_segment(seg)
+                else:
+                    peer_link.send(mangle(what, seg, peer))
+                if what == "seg" and off == 0 and not flags & (S | R):
+                    rcv = (rcv + len(payload) + bool(flags & F)) % 2**32
+            await trio.testing.wait_all_tasks_blocked()
+            sent = []
+            while (raw := peer_link.recv_nowait()) is not None:
+                sent.append(raw)
+            result = {
+                "core": core_snapshot(conn.core),
+                "trace": snap(conn._trace),
+                "last_msg": snap(conn._last_msg),
+                "engine": snap(engine.statistics()),
+                "connection": snap(conn.statistics()),
+                "sent": sent,
+            }
+        peer_link.close()
+        return result
+
+    return trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def mangle(what: str, seg: Segment, peer: Peer) -> bytes:
+    frame = peer_frame(seg, peer.version)
+    if what == "wrong-mac":
+        return bytes.fromhex("02000000bbbb") + frame[6:]
+    if what == "truncated":
+        return frame[: max(14, len(frame) - 7)]
+    assert what == "vlan"
+    return frame[:12] + b"\x81\x00\x00\x07" + frame[12:]
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(setups, steps)
+def test_compiled_prediction_leaves_everything_as_the_python_path(setup, plan):
+    python = run_engine(setup, plan, compiled=False)
+    compiled = run_engine(setup, plan, compiled=True)
+    for part in python:
+        assert compiled[part] == python[part], part
+
+
+def test_the_compiled_path_takes_the_in_order_run():
+    """Not a comparison that passes because nothing was compiled: in-order ACKs and
+    data are taken by it (the Python path never runs for them)."""
+    setup = dict(
+        version=4, timestamps=True, wscale=True, max_queue=1000, max_stream=1 << 20,
+        in_flight=False, reliable=False,
+    )  # fmt: skip
+    plan = [("seg", 0, A | P, b"abc", 0, 500, 100 + i) for i in range(20)]
+    calls = []
+    real = SPEEDUPS.take_predicted
+
+    def counting(frames, i, *args):
+        j = real(frames, i, *args)
+        calls.append(j - i)
+        return j
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_engine, "TAKE_PREDICTED", counting)
+        result = run_engine(setup, plan, compiled=True)
+    assert sum(calls) == 20, calls
+    messages = [m for m in result["core"]["_queue"]]
+    assert len(messages) == 20
+    assert all(m[1][6] == ("SegmentKind", SegmentKind.EXPECTED) for m in messages)
+    assert result["core"]["_stream"] == ("bytearray", b"abc" * 20)
+    assert result["core"]["last_tsval_got"] == ("int", 119)
+    assert messages[0][1][9] == ("int", 500 << 3)  # the peer's window scale applied
+
+
+# --------------------------------------------------------------- the ring walk
+
+SLOT = 256
+TP_STATUS_USER, TP_STATUS_VLAN_VALID = 1, 0x10
+
+
+def fake_ring(slots: list[tuple[int, bytes, int, int, int]], nr: int) -> PacketRing:
+    """A PacketRing over anonymous memory laid out as the kernel lays out a TPACKET_V2
+    ring: slot i holds (status, frame, tp_len, tp_mac, tci)."""
+    ring = PacketRing.__new__(PacketRing)
+    ring._map = mmap.mmap(-1, SLOT * nr)
+    ring._view = memoryview(ring._map)
+    ring._frame_size, ring._frame_nr, ring._head, ring.truncated = SLOT, nr, 0, 0
+    for i, (status, frame, length, mac, tci) in enumerate(slots):
+        off = i * SLOT
+        struct.pack_into("=IIIHHIIH", ring._map, off, status, length, len(frame), mac, mac, 0, 0, tci)
+        ring._map[off + mac : off + mac + len(frame)] = frame
+    return ring
+
+
+ring_slots = st.lists(
+    st.tuples(
+        st.sampled_from([0, TP_STATUS_USER, TP_STATUS_USER | TP_STATUS_VLAN_VALID, TP_STATUS_USER | 4]),
+        st.binary(max_size=SLOT - 64),
+        st.integers(0, 3),  # tp_len beyond the snapshot: a truncated frame
+        st.sampled_from([32, 34, 48]),
+        st.integers(0, 0xFFFF),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(ring_slots, st.integers(0, 11), st.integers(1, 16))
+def test_compiled_ring_walk_reads_what_the_python_one_reads(slots, head, limit):
+    nr = 12
+    laid = [(s, f, len(f) + extra, mac, tci) for s, f, extra, mac, tci in slots]
+    a, b = fake_ring(laid, nr), fake_ring(laid, nr)
+    a._head = b._head = head % nr
+    python_frames = a._recv_batch_python(limit)
+    frames, b._head, truncated = SPEEDUPS.ring_batch(b._view, b._head, SLOT, nr, limit)
+    b.truncated += truncated
+    assert frames == python_frames
+    assert all(type(f) is bytes for f in frames)
+    assert (b._head, b.truncated) == (a._head, a.truncated)
+    assert bytes(a._map) == bytes(b._map)  # the same slots handed back to the kernel
+
+
+def test_the_ring_walk_puts_a_vlan_tag_back_and_hands_slots_back():
+    frame = bytes(range(60))
+    ring = fake_ring([(TP_STATUS_USER | TP_STATUS_VLAN_VALID, frame, 60, 32, 0x2007), (0, b"", 0, 32, 0)], 2)
+    frames, head, truncated = SPEEDUPS.ring_batch(ring._view, 0, SLOT, 2, 8)
+    assert frames == [frame[:12] + b"\x81\x00\x20\x07" + frame[12:]]
+    assert (head, truncated) == (1, 0)
+    assert struct.unpack_from("=I", ring._map, 0)[0] == 0  # TP_STATUS_KERNEL: the kernel's again
+
+
+def test_ring_walk_refuses_a_ring_its_arguments_do_not_fit():
+    ring = fake_ring([], 2)
+    with pytest.raises(ValueError, match="do not fit"):
+        SPEEDUPS.ring_batch(ring._view, 0, SLOT, 3, 8)
+    with pytest.raises(BufferError):
+        SPEEDUPS.ring_batch(b"read-only" * 100, 0, SLOT, 1, 8)
