@@ -427,19 +427,22 @@ class Connection:
         _check_bool("recv_data: ack", ack)
         await trio.lowlevel.checkpoint_if_cancelled()
         core = self.core
-        data = bytearray()
+        # the segments' pieces, joined once at the end: each byte is copied once (a bytearray
+        # grown to the whole transfer is copied again as it grows, and once more into the result)
+        chunks: list[bytes] = []
         before = core.statistics().segments_received
         try:
             with trio.move_on_at(overall) as overall_scope:
                 while True:
-                    data += core.read_stream()
+                    chunks += core.read_stream_pieces()
                     if ack and core.should_ack():
                         self._transmit(core.ack_now(trio.current_time()))
                     if core.fin_got:
-                        return bytes(data)
+                        return b"".join(chunks)
                     if core.rst_got:
+                        got = sum(map(len, chunks))
                         raise ConnectionBrokenError(
-                            f"recv_data: the peer reset the connection after {len(data)} bytes"
+                            f"recv_data: the peer reset the connection after {got} bytes"
                         )
                     with trio.move_on_after(idle) as idle_scope:
                         self._check_usable("recv_data")
@@ -447,10 +450,10 @@ class Connection:
                     if idle_scope.cancelled_caught:
                         break
         except BaseException:
-            core.unread(bytes(data))  # cancelled, reset or closed: the next read gets them
+            core.unread(b"".join(chunks))  # cancelled, reset or closed: the next read gets them
             raise
-        if data:
-            return bytes(data)
+        if chunks:
+            return b"".join(chunks)
         bound = f"{timeout} s" if overall_scope.cancelled_caught else f"idle {idle} s"
         raise TcpemuTimeoutError(f"recv_data: no data within {bound}; {self._arrived(before)}")
 

@@ -22,7 +22,7 @@ import socket
 import struct
 import sys
 import time
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from . import _bpf
 from ._accel import SPEEDUPS
@@ -287,6 +287,7 @@ _STATUS_LOW_BYTE = 0 if sys.byteorder == "little" else 3
 _TPACKET2_LENS = struct.Struct("=IIIH")  # the header's first fields: status, len, snaplen, mac
 _STATUS = struct.Struct("=I")
 _RING_BATCH: Final = None if SPEEDUPS is None else SPEEDUPS.ring_batch
+_RING_TAKE: Final = None if SPEEDUPS is None else SPEEDUPS.ring_take
 
 
 class PacketRing(PacketLink):
@@ -343,6 +344,24 @@ class PacketRing(PacketLink):
             self.truncated += truncated
             return frames
         return self._recv_batch_python(limit)
+
+    def recv_batch_taking(
+        self, limit: int, conns: dict[bytes, Any], now: float, t0: float, touched: set[Any]
+    ) -> tuple[list[bytes], int]:
+        """:meth:`recv_batch` through the compiled part, which takes the plainest predicted
+        frames for the connections in ``conns`` where they lie in the ring (see
+        tcpemu/_speedups.c); returns the other frames, in order, and how many it took.
+        Only when the compiled part was built."""
+        assert _RING_TAKE is not None
+        try:
+            frames, self._head, truncated, taken = _RING_TAKE(
+                self._view, self._head, self._frame_size, self._frame_nr, limit, conns, now, t0, touched
+            )
+        except Exception as exc:
+            self._head = getattr(exc, "tcpemu_head", self._head)  # the slots it took are handed back
+            raise
+        self.truncated += truncated
+        return frames, taken
 
     def _recv_batch_python(self, limit: int) -> list[bytes]:
         """What the compiled ring_batch does (tcpemu/_speedups.c), frame for frame."""

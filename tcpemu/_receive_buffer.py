@@ -118,35 +118,56 @@ class _ReceiveBufferMixin:
         d = seq_diff(msg.seq + (1 if int(msg.flags) & _F_SYN else 0), self._read_seq)
         end = d + len(msg.payload)
         if d <= 0 < end:
-            n = min(end, len(self._stream))
-            del self._stream[:n]
+            n = sum(map(len, self._take_front(end)))
             self._read_seq = seq_add(self._read_seq, n)
+
+    def _take_front(self: ConnectionCore, n: int) -> list[bytes]:
+        """The pieces of the first ``n`` unread bytes (fewer if fewer are there), taken off."""
+        chunks, out, got, i = self._stream, [], 0, 0
+        while got < n and i < len(chunks):
+            piece = chunks[i]
+            if got + len(piece) <= n:
+                out.append(piece)
+                got += len(piece)
+                i += 1
+            else:
+                out.append(piece[: n - got])
+                chunks[i] = piece[n - got :]
+                got = n
+        del chunks[:i]
+        self._stream_len -= got
+        return out
 
     def unread(self: ConnectionCore, data: bytes) -> None:
         """Put ``data`` (just taken with :meth:`read_stream`) back at the front of the
         unread stream: a reader that was cancelled loses nothing."""
         if data:
-            self._stream[:0] = data
+            self._stream.insert(0, bytes(data))
+            self._stream_len += len(data)
             if self._read_seq is not None:
                 self._read_seq = seq_add(self._read_seq, -len(data))
 
     def read_bytes(self: ConnectionCore, n: int) -> bytes:
         """The first ``n`` unread in-order bytes (fewer if fewer are there); queued
         messages stay (they are read with the stream only by :meth:`read_stream`)."""
-        data = bytes(self._stream[:n])
-        del self._stream[:n]
+        data = b"".join(self._take_front(n))
         if self._read_seq is not None:
             self._read_seq = seq_add(self._read_seq, len(data))
         return data
 
     def read_stream(self: ConnectionCore) -> bytes:
         """All in-order payload not read yet; the message queue is emptied with it."""
-        data = bytes(self._stream)
-        self._stream.clear()
+        return b"".join(self.read_stream_pieces())
+
+    def read_stream_pieces(self: ConnectionCore) -> list[bytes]:
+        """:meth:`read_stream` as the pieces the segments brought, not joined: a reader
+        that gathers a long transfer joins them once, at its end."""
+        pieces, self._stream = self._stream, []
+        n, self._stream_len = self._stream_len, 0
         if self._read_seq is not None:
-            self._read_seq = seq_add(self._read_seq, len(data))
+            self._read_seq = seq_add(self._read_seq, n)
         self._queue.clear()
-        return data
+        return pieces
 
     def stream_available(self: ConnectionCore) -> int:
-        return len(self._stream)
+        return self._stream_len

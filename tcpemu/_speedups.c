@@ -36,13 +36,13 @@ enum {
     S_RCV_NXT, S_DST_PORT, S_OOO, S_STREAM, S_MAX_STREAM, S_QUEUE, S_MAX_QUEUE, S_EVENTS,
     S_SYN_SENT, S_STATE, S_SND_UNA, S_SND_NXT, S_UNACKED, S_WSCALE, S_IRS, S_ISS, S_RELIABLE,
     S_TS_RECENT, S_COUNTERS, S_NOW, S_LAST_SEQN_GOT, S_LAST_ACKN_GOT, S_LAST_TSVAL_GOT,
-    S_LAST_TSECR_GOT, S_LAST_WIN_GOT, S_COUNT
+    S_LAST_TSECR_GOT, S_LAST_WIN_GOT, S_STREAM_LEN, S_COUNT
 };
 static const char *slot_names[S_COUNT] = {
     "rcv_nxt", "dst_port", "_ooo", "_stream", "max_stream", "_queue", "max_queue", "events",
     "syn_sent", "state", "snd_una", "snd_nxt", "_unacked", "wscale", "irs", "iss", "reliable",
     "ts_recent", "_counters", "_now", "last_seqn_got", "last_ackn_got", "last_tsval_got",
-    "last_tsecr_got", "last_win_got",
+    "last_tsecr_got", "last_win_got", "_stream_len",
 };
 static Py_ssize_t slot_offset[S_COUNT];
 
@@ -120,10 +120,8 @@ static inline int32_t seq_diff(uint32_t a, uint32_t b) { return (int32_t)(a - b)
 
 /* 1: taken; 0: not the plainest case, nothing changed; -1: an error */
 static int
-take_one(PyObject *frame, PyObject *conns, PyObject *now, double t0, PyObject *touched)
+take_one(const unsigned char *f, Py_ssize_t n, PyObject *conns, PyObject *now, double t0, PyObject *touched)
 {
-    const unsigned char *f = (const unsigned char *)PyBytes_AS_STRING(frame);
-    Py_ssize_t n = PyBytes_GET_SIZE(frame);
     Py_ssize_t start, end, key_at, key_len;
     const unsigned char *t;
     if (n < 54)
@@ -203,14 +201,19 @@ take_one(PyObject *frame, PyObject *conns, PyObject *now, double t0, PyObject *t
     if (qlen >= mq)
         goto done;
     PyObject *stream = SLOT(core, S_STREAM), *max_stream = SLOT(core, S_MAX_STREAM);
+    long long stream_len = 0;
     if (plen) {
-        if (stream == NULL || !PyByteArray_CheckExact(stream) || max_stream == NULL ||
-            !PyLong_CheckExact(max_stream))
+        if (stream == NULL || !PyList_CheckExact(stream) || max_stream == NULL ||
+            !PyLong_CheckExact(max_stream) || SLOT(core, S_STREAM_LEN) == NULL ||
+            !PyLong_CheckExact(SLOT(core, S_STREAM_LEN)))
             goto done;
         long long ms = PyLong_AsLongLong(max_stream);
         if (ms == -1 && PyErr_Occurred())
             goto error;
-        if (plen > ms - PyByteArray_GET_SIZE(stream))
+        stream_len = PyLong_AsLongLong(SLOT(core, S_STREAM_LEN));
+        if (stream_len == -1 && PyErr_Occurred())
+            goto error;
+        if (plen > ms - stream_len)
             goto done; /* the stream at its bound: the Python path logs it */
         PyObject *ooo = SLOT(core, S_OOO);
         if (ooo == NULL)
@@ -317,6 +320,11 @@ take_one(PyObject *frame, PyObject *conns, PyObject *now, double t0, PyObject *t
             Py_INCREF(items[i]); /* the new ints are owned already */
         PyTuple_SET_ITEM(msg, i, items[i]);
     }
+    /* Left out of the cyclic collector's lists: a message holds numbers, bytes, an options tuple
+       of numbers and bytes, and two enum members, none of which can ever refer back to it, so it
+       can be in no cycle.  Tracked, the messages a queue holds would be walked by every older
+       collection (in a run of 100,000 unread segments that was half the pump's time). */
+    PyObject_GC_UnTrack(msg);
     /* the trace record _predicted makes: (t, "<", seq, ack, flags, window, option bytes, length, "") */
     record = PyTuple_New(9);
     if (record == NULL)
@@ -336,6 +344,7 @@ take_one(PyObject *frame, PyObject *conns, PyObject *now, double t0, PyObject *t
     PyTuple_SET_ITEM(record, 6, Py_NewRef(raw_options));
     PyTuple_SET_ITEM(record, 7, len_int);
     PyTuple_SET_ITEM(record, 8, Py_NewRef(empty_str));
+    PyObject_GC_UnTrack(record); /* numbers and strings only: the collector would untrack it on its first pass */
     PyObject *segments = PyObject_GetAttr(counters, s_segments_received);
     if (segments == NULL)
         goto error;
@@ -356,10 +365,13 @@ take_one(PyObject *frame, PyObject *conns, PyObject *now, double t0, PyObject *t
     Py_INCREF(now);
     set_slot(core, S_NOW, now);
     if (plen) {
-        Py_ssize_t old = PyByteArray_GET_SIZE(stream);
-        if (PyByteArray_Resize(stream, old + plen) < 0)
+        /* the stream keeps the segment's own bytes object, as _take_data does */
+        PyObject *grown = PyLong_FromLongLong(stream_len + plen);
+        if (grown == NULL || PyList_Append(stream, payload) < 0) {
+            Py_XDECREF(grown);
             goto error;
-        memcpy(PyByteArray_AS_STRING(stream) + old, t + doff, plen);
+        }
+        set_slot(core, S_STREAM_LEN, grown);
         PyObject *nxt = PyLong_FromUnsignedLong((uint32_t)(seq + (uint32_t)plen));
         if (nxt == NULL)
             goto error;
@@ -434,7 +446,8 @@ take_predicted(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyObject *frame = PyList_GET_ITEM(frames, i);
         if (!PyBytes_CheckExact(frame))
             break;
-        int r = take_one(frame, conns, now, t0, touched);
+        int r = take_one((const unsigned char *)PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), conns, now,
+                         t0, touched);
         if (r < 0) {
             /* the frames before this one were taken: the caller learns where it stopped */
             PyObject *type, *value, *tb;
@@ -459,17 +472,58 @@ take_predicted(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 #define TP_STATUS_USER 1u
 #define TP_STATUS_VLAN_VALID 0x10u
 
+/* a ring slot's frame as bytes, the 802.1Q tag put back where the kernel took it off */
 static PyObject *
-ring_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+slot_frame(const unsigned char *ring, Py_ssize_t from, Py_ssize_t to, uint32_t status, uint16_t tci)
 {
-    if (nargs != 5) {
-        PyErr_Format(PyExc_TypeError, "ring_batch takes 5 arguments, got %zd", nargs);
+    if (!(status & TP_STATUS_VLAN_VALID))
+        return PyBytes_FromStringAndSize((const char *)ring + from, to - from);
+    /* as frame[:12] + tag + frame[12:] (a frame shorter than two MACs gets the tag at its end) */
+    Py_ssize_t len = to - from, head = len < 12 ? len : 12;
+    PyObject *frame = PyBytes_FromStringAndSize(NULL, len + 4);
+    if (frame != NULL) {
+        char *out = PyBytes_AS_STRING(frame);
+        memcpy(out, ring + from, head);
+        out[head] = (char)0x81; out[head + 1] = 0x00;
+        out[head + 2] = (char)(tci >> 8); out[head + 3] = (char)(tci & 0xFF);
+        memcpy(out + head + 4, ring + from + head, len - head);
+    }
+    return frame;
+}
+
+/* Walk up to limit ready slots from head.  With conns (not NULL), the plainest predicted
+   frames are taken straight from the ring until the first one that is not (nothing is made
+   for them, not even the frame's bytes); that one and every later one become frames for the
+   caller, in order. */
+static PyObject *
+walk_ring(PyObject *const *args, Py_ssize_t nargs, int taking)
+{
+    Py_ssize_t want = taking ? 9 : 5;
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "%s takes %zd arguments, got %zd", taking ? "ring_take" : "ring_batch", want,
+                     nargs);
         return NULL;
     }
     Py_ssize_t head = PyLong_AsSsize_t(args[1]), size = PyLong_AsSsize_t(args[2]);
     Py_ssize_t nr = PyLong_AsSsize_t(args[3]), limit = PyLong_AsSsize_t(args[4]);
     if (PyErr_Occurred())
         return NULL;
+    PyObject *conns = NULL, *now = NULL, *touched = NULL;
+    double t0 = 0;
+    if (taking) {
+        conns = args[5]; now = args[6]; touched = args[8];
+        t0 = PyFloat_AsDouble(args[7]);
+        if (t0 == -1.0 && PyErr_Occurred())
+            return NULL;
+        if (core_type == NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "tcpemu._speedups.setup() was not called");
+            return NULL;
+        }
+        if (!PyDict_CheckExact(conns) || !PyFloat_CheckExact(now) || !PySet_Check(touched)) {
+            PyErr_SetString(PyExc_TypeError, "ring_take(ring, head, frame_size, frame_nr, limit, dict, float, float, set)");
+            return NULL;
+        }
+    }
     Py_buffer buf;
     if (PyObject_GetBuffer(args[0], &buf, PyBUF_WRITABLE) < 0)
         return NULL;
@@ -480,10 +534,10 @@ ring_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     unsigned char *ring = buf.buf;
     PyObject *frames = PyList_New(0);
-    Py_ssize_t truncated = 0;
+    Py_ssize_t truncated = 0, taken = 0, seen = 0;
     if (frames == NULL)
         goto fail;
-    while (PyList_GET_SIZE(frames) < limit) {
+    while (seen < limit) {
         unsigned char *slot = ring + head * size;
         uint32_t status = __atomic_load_n((uint32_t *)slot, __ATOMIC_ACQUIRE);
         if (!(status & TP_STATUS_USER))
@@ -500,46 +554,61 @@ ring_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             from = buf.len;
         if (to > buf.len)
             to = buf.len;
-        PyObject *frame;
-        if ((status & TP_STATUS_VLAN_VALID) && to - from >= 12) {
-            /* the kernel took the 802.1Q tag off into the header: put it back where it was */
-            frame = PyBytes_FromStringAndSize(NULL, to - from + 4);
-            if (frame != NULL) {
-                char *out = PyBytes_AS_STRING(frame);
-                memcpy(out, ring + from, 12);
-                out[12] = (char)0x81; out[13] = 0x00;
-                out[14] = (char)(tci >> 8); out[15] = (char)(tci & 0xFF);
-                memcpy(out + 16, ring + from + 12, to - from - 12);
+        int r = 0;
+        if (taking && PyList_GET_SIZE(frames) == 0 && !(status & TP_STATUS_VLAN_VALID)) {
+            r = take_one(ring + from, to - from, conns, now, t0, touched);
+            if (r < 0) {
+                /* the slots before this one were taken and handed back: say how many */
+                PyObject *type, *value, *tb;
+                PyErr_Fetch(&type, &value, &tb);
+                PyErr_NormalizeException(&type, &value, &tb);
+                PyObject *at = PyLong_FromSsize_t(taken), *next = PyLong_FromSsize_t(head);
+                if (value != NULL && at != NULL && next != NULL) {
+                    PyObject_SetAttrString(value, "tcpemu_taken", at);
+                    PyObject_SetAttrString(value, "tcpemu_head", next);
+                }
+                Py_XDECREF(at);
+                Py_XDECREF(next);
+                PyErr_Restore(type, value, tb);
+                goto fail;
             }
-        } else if (status & TP_STATUS_VLAN_VALID) {
-            /* shorter than two MACs: the tag goes at the end, as frame[:12] + tag + frame[12:] puts it */
-            frame = PyBytes_FromStringAndSize(NULL, to - from + 4);
-            if (frame != NULL) {
-                char *out = PyBytes_AS_STRING(frame);
-                memcpy(out, ring + from, to - from);
-                out[to - from] = (char)0x81; out[to - from + 1] = 0x00;
-                out[to - from + 2] = (char)(tci >> 8); out[to - from + 3] = (char)(tci & 0xFF);
-            }
+        }
+        if (r == 1) {
+            taken++;
         } else {
-            frame = PyBytes_FromStringAndSize((const char *)ring + from, to - from);
+            PyObject *frame = slot_frame(ring, from, to, status, tci);
+            if (frame == NULL || PyList_Append(frames, frame) < 0) {
+                Py_XDECREF(frame);
+                goto fail; /* the slot stays ours: the next call reads it again */
+            }
+            Py_DECREF(frame);
         }
-        if (frame == NULL || PyList_Append(frames, frame) < 0) {
-            Py_XDECREF(frame);
-            goto fail; /* the slot stays ours: the next call reads it again */
-        }
-        Py_DECREF(frame);
+        seen++;
         if (snaplen < length)
             truncated++;
         __atomic_store_n((uint32_t *)slot, TP_STATUS_KERNEL, __ATOMIC_RELEASE); /* hand the slot back */
         head = head + 1 < nr ? head + 1 : 0;
     }
     PyBuffer_Release(&buf);
-    PyObject *result = Py_BuildValue("(Nnn)", frames, head, truncated);
-    return result;
+    if (taking)
+        return Py_BuildValue("(Nnnn)", frames, head, truncated, taken);
+    return Py_BuildValue("(Nnn)", frames, head, truncated);
 fail:
     Py_XDECREF(frames);
     PyBuffer_Release(&buf);
     return NULL;
+}
+
+static PyObject *
+ring_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return walk_ring(args, nargs, 0);
+}
+
+static PyObject *
+ring_take(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return walk_ring(args, nargs, 1);
 }
 
 static PyMethodDef methods[] = {
@@ -548,6 +617,8 @@ static PyMethodDef methods[] = {
      "take_predicted(frames, i, conns, now, t0, touched) -> index of the first frame not taken"},
     {"ring_batch", (PyCFunction)(void (*)(void))ring_batch, METH_FASTCALL,
      "ring_batch(ring, head, frame_size, frame_nr, limit) -> (frames, head, truncated)"},
+    {"ring_take", (PyCFunction)(void (*)(void))ring_take, METH_FASTCALL,
+     "ring_take(ring, head, frame_size, frame_nr, limit, conns, now, t0, touched) -> (frames, head, truncated, taken)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -87,7 +87,7 @@ class ConnectionCore(_SendMixin, _OptionsMixin, _RetransmitMixin, _ReceiveBuffer
     # quicker on the per-segment path.  _setup assigns every one.
     __slots__ = (
         "_backoff", "_counters", "_dupack_due", "_now", "_ooo", "_queue", "_read_seq", "_rto_deadline",
-        "_simopen_answered", "_stream", "_ts_t0", "_unacked", "dst_port", "events", "fin_got",
+        "_simopen_answered", "_stream", "_stream_len", "_ts_t0", "_unacked", "dst_port", "events", "fin_got",
         "fin_seq", "irs", "iss", "last_ackn_got", "last_ackn_sent", "last_event", "last_seqn_got",
         "last_seqn_sent", "last_tsecr_got", "last_tsecr_sent", "last_tsval_got", "last_tsval_sent",
         "last_win_got", "max_out_of_order", "max_queue", "max_stream", "mode", "mss", "peer_mss",
@@ -216,7 +216,10 @@ class ConnectionCore(_SendMixin, _OptionsMixin, _RetransmitMixin, _ReceiveBuffer
         self.peer_mss: int | None = None  # the MSS option of the peer's SYN
 
         self._queue: deque[Message] = deque()
-        self._stream = bytearray()  # in-order payload not yet read
+        # in-order payload not yet read: the segments' own bytes objects, joined only when read,
+        # so that taking a segment copies nothing (and a bulk read copies each byte once)
+        self._stream: list[bytes] = []
+        self._stream_len = 0
         self._read_seq: int | None = None  # sequence number of _stream[0]
         self._ooo = _OutOfOrder()
         self._counters = _Counters()
@@ -563,7 +566,7 @@ class ConnectionCore(_SendMixin, _OptionsMixin, _RetransmitMixin, _ReceiveBuffer
     def _take_data(self, payload: bytes, fin: bool) -> None:
         assert self.rcv_nxt is not None
         if payload:
-            room = self.max_stream - len(self._stream)
+            room = self.max_stream - self._stream_len
             if len(payload) > room:
                 # The sequence space moves on; only the unread copy is bounded.
                 self._counters.stream_overflow_bytes += len(payload) - room
@@ -573,9 +576,12 @@ class ConnectionCore(_SendMixin, _OptionsMixin, _RetransmitMixin, _ReceiveBuffer
                     len(payload) - room,
                     self.max_stream,
                 )
-                self._stream += payload[:room]
+                if room > 0:
+                    self._stream.append(payload[:room])
+                    self._stream_len += room
             else:
-                self._stream += payload
+                self._stream.append(payload)
+                self._stream_len += len(payload)
             self.rcv_nxt = seq_add(self.rcv_nxt, len(payload))
         if fin:
             self.rcv_nxt = seq_add(self.rcv_nxt, 1)

@@ -685,3 +685,45 @@ def test_messages_carry_their_relative_numbers(established):
     wrapped.syn_ack(0.0)
     ack = wrapped.receive(seg((1 << 32) - 1, 0), 0.1)  # both numbers wrap around 2**32
     assert (ack.rel_seq, ack.rel_ack) == (1, 1)
+
+
+# ------------------------------------------------------ the unread stream
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("data"), st.binary(min_size=1, max_size=9)),
+            st.tuples(st.just("read_bytes"), st.integers(0, 30)),
+            st.tuples(st.just("unread"), st.binary(max_size=5)),
+            st.tuples(st.just("read_stream"), st.none()),
+        ),
+        max_size=30,
+    ),
+    st.sampled_from([12, 1 << 20]),
+)
+def test_the_unread_stream_reads_as_one_byte_string_would(steps, max_stream):
+    """The stream keeps the segments' pieces; every way of reading it gives what a plain
+    byte string would, across piece boundaries and at its bound."""
+    core = syn_received()
+    core.receive(seg(IRS + 1, ISS + 1), 0.1)
+    core.read_stream()
+    core.max_stream = max_stream
+    model, seq = b"", IRS + 1
+    for what, arg in steps:
+        if what == "data":
+            core.receive(seg(seq, ISS + 1, payload=arg), 1.0)
+            seq += len(arg)
+            model += arg[: max(0, max_stream - len(model))]
+        elif what == "read_bytes":
+            assert core.read_bytes(arg) == model[:arg]
+            model = model[arg:]
+        elif what == "unread":
+            core.unread(arg)
+            model = arg + model
+        else:
+            assert core.read_stream() == model
+            model = b""
+        assert core.stream_available() == len(model)
+    assert core.read_stream() == model

@@ -211,7 +211,8 @@ def test_the_compiled_path_takes_the_in_order_run():
     messages = [m for m in result["core"]["_queue"]]
     assert len(messages) == 20
     assert all(m[1][6] == ("SegmentKind", SegmentKind.EXPECTED) for m in messages)
-    assert result["core"]["_stream"] == ("bytearray", b"abc" * 20)
+    assert result["core"]["_stream"] == [("bytes", b"abc")] * 20  # the segments' own pieces
+    assert result["core"]["_stream_len"] == ("int", 60)
     assert result["core"]["last_tsval_got"] == ("int", 119)
     assert messages[0][1][9] == ("int", 500 << 3)  # the peer's window scale applied
 
@@ -280,3 +281,61 @@ def test_ring_walk_refuses_a_ring_its_arguments_do_not_fit():
         SPEEDUPS.ring_batch(ring._view, 0, SLOT, 3, 8)
     with pytest.raises(BufferError):
         SPEEDUPS.ring_batch(b"read-only" * 100, 0, SLOT, 1, 8)
+
+
+def test_ring_take_takes_the_plainest_frames_where_they_lie_and_hands_the_rest_over_in_order():
+    """The fused walk: in-order frames taken from the ring (no bytes made for them), the
+    first other frame and every later one handed over as bytes, every slot given back;
+    what it did to the connection equals take_predicted on the same frames."""
+
+    async def scenario(fused: bool) -> tuple[dict[str, Any], list[bytes], int, int, int]:
+        _engine.ENGINE_CONTEXT.set(None)
+        emu, peer_link = MemoryLink.pair()
+        async with tcpemu.open_engine(link=emu, seed=42) as engine:
+            peer = Peer(peer_link)
+            conn = server(engine)
+            peer.send(IRS, flags=S, options=(TcpOption.mss(1000),))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(conn.wait_open, 5)
+                synack = await peer.expect()
+                peer.send(IRS + 1, synack.seq + 1)
+            ack = synack.seq + 1
+
+            def seg(seq: int, payload: bytes) -> bytes:
+                return peer_frame(Segment(PEER_PORT, EMU_PORT, seq, ack, A | P, 900, payload=payload))
+
+            frames = [
+                seg(IRS + 1, b"abc"),
+                seg(IRS + 4, b"defg"),
+                seg(IRS + 20, b"later"),
+                seg(IRS + 8, b"h"),
+            ]
+            now, touched = trio.current_time(), set()
+            if fused:
+                ring = fake_ring([(TP_STATUS_USER, f, len(f), 32, 0) for f in frames], 6)
+                rest, head, truncated, taken = SPEEDUPS.ring_take(
+                    ring._view, 0, SLOT, 6, 256, engine._conns, now, engine._t0, touched
+                )
+                handed_back = [struct.unpack_from("=I", ring._map, i * SLOT)[0] for i in range(4)]
+                assert handed_back == [0, 0, 0, 0]
+            else:
+                taken = SPEEDUPS.take_predicted(frames, 0, engine._conns, now, engine._t0, touched)
+                rest, head, truncated = frames[taken:], taken + 2, 0
+            assert touched == {conn}
+            state = {
+                "core": core_snapshot(conn.core),
+                "trace": snap(conn._trace),
+                "last": snap(conn._last_msg),
+            }
+        peer_link.close()
+        return state, rest, head, truncated, taken
+
+    def run(fused: bool):
+        return trio.run(scenario, fused, clock=trio.testing.MockClock(autojump_threshold=0))
+
+    fused_state, rest, head, truncated, taken = run(True)
+    plain_state, plain_rest, *_ = run(False)
+    assert (taken, head, truncated) == (2, 4, 0)
+    assert rest == plain_rest and len(rest) == 2  # the out-of-order frame, then the one after it
+    assert fused_state == plain_state
+    assert fused_state["core"]["_stream"] == [("bytes", b"abc"), ("bytes", b"defg")]
