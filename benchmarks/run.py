@@ -29,6 +29,7 @@ import trio
 
 import tcpemu
 from tcpemu import SERVER, TcpFlags, TcpOption
+from tcpemu._accel import SPEEDUPS
 from tcpemu._io import PacketLink, PacketRing
 from tcpemu._netns import run_in_netns
 from tcpemu.capture import PcapngWriter
@@ -625,6 +626,7 @@ async def bench_send(lab: Lab, size: Size) -> list[Result]:
 # ---------------------------------------------------------------------- main
 
 BUSY = f"busy_poll {BUSY_POLL * 1e6:.0f} us"
+PYTHON_PATH_ROW = " [Python path]"  # the suffix of the rows of pump-python and bulk-python
 TARGETS = [
     # (label, numerator, denominator, operator, bound); the targets of DESIGN.md
     (
@@ -642,6 +644,13 @@ TARGETS = [
         0.8,
     ),
     ("pump vs scapy sniff", "pump: tcpemu classify+dispatch (ring)", "pump: scapy sniff", ">=", 100.0),
+    (
+        "pump vs bare recv_into, the Python path alone",
+        "pump: tcpemu classify+dispatch (ring)" + PYTHON_PATH_ROW,
+        "pump: bare recv_into loop" + PYTHON_PATH_ROW,
+        ">=",
+        1.0,
+    ),
     ("connect p50 emulated / kernel", "connect() emulated p50", "connect() kernel p50", "<=", 3.0),
     ("connect p99 emulated / kernel", "connect() emulated p99", "connect() kernel p99", "<=", 2.0),
     (
@@ -677,6 +686,13 @@ TARGETS = [
         "bulk tcpemu, 4 MiB window / kernel",
         "bulk: kernel -> tcpemu recv_data, 4 MiB window",
         "bulk: kernel -> kernel",
+        ">=",
+        0.5,
+    ),
+    (
+        "bulk tcpemu / kernel, the Python path alone",
+        "bulk: kernel -> tcpemu recv_data" + PYTHON_PATH_ROW,
+        "bulk: kernel -> kernel" + PYTHON_PATH_ROW,
         ">=",
         0.5,
     ),
@@ -740,7 +756,8 @@ def markdown(results: list[Result], targets: list[dict[str, object]], meta: dict
     lines = [
         f"tcpemu benchmarks: {meta['when']}, {meta['machine']}, kernel {meta['kernel']}, "
         f"{meta['repeat']} runs each{' (quick)' if meta['quick'] else ''}, load average before "
-        f"{meta['load']}",
+        f"{meta['load']}; the compiled part (tcpemu/_speedups.c) "
+        f"{'loaded' if meta['compiled'] else 'NOT loaded: every row is the Python path'}",
         "",
         "| benchmark | median | min | max | unit | note |",
         "| --- | ---: | ---: | ---: | --- | --- |",
@@ -771,6 +788,10 @@ BENCHES: dict[str, Callable[..., Awaitable[list[Result]]]] = {
     "scale100k": bench_scale100k,
     "scale100k-freeze": bench_scale100k_freeze,
     "send": bench_send,
+    # the same two on the Python path alone (TCPEMU_PURE_PYTHON=1 in the child): what a machine
+    # without a C compiler at install time gets
+    "pump-python": bench_pump,
+    "bulk-python": bench_bulk,
 }
 
 
@@ -778,8 +799,14 @@ async def child(args: argparse.Namespace) -> int:
     """One run of one benchmark in a fresh lab; results as JSON on stdout."""
     size = QUICK if args.quick else Size()
     async with open_lab() as lab:
-        extra = (not args.no_scapy,) if args.child in ("pump", "latency") else ()
+        extra = (False,) if args.child == "pump-python" else ()
+        extra = (not args.no_scapy,) if args.child in ("pump", "latency") else extra
         results = await BENCHES[args.child](lab, size, *extra)
+    if args.child.endswith("-python"):
+        if SPEEDUPS is not None:
+            raise RuntimeError(f"{args.child}: the compiled part is loaded (TCPEMU_PURE_PYTHON not set)")
+        for r in results:
+            r.name += PYTHON_PATH_ROW
     print(json.dumps([r.as_dict() for r in results]))
     return 0
 
@@ -799,7 +826,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"# {name} run {rep + 1}/{args.repeat} ...", file=sys.stderr, flush=True)
             cmd = [sys.executable, __file__, "--child", name]
             cmd += ["--quick"] * args.quick + ["--no-scapy"] * args.no_scapy
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
+            env = dict(os.environ, TCPEMU_PURE_PYTHON="1") if name.endswith("-python") else None
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False, env=env)
             if proc.returncode:
                 # the others still run: one failure does not lose a long run's figures
                 print(f"{name} run {rep + 1} failed (exit {proc.returncode})", file=sys.stderr)
@@ -819,6 +847,7 @@ def run(args: argparse.Namespace) -> int:
         "repeat": args.repeat,
         "quick": args.quick,
         "load": load,
+        "compiled": SPEEDUPS is not None,
         "failures": failures,
     }
     out = pathlib.Path(args.out)

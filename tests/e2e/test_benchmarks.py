@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+import tcpemu._accel
+
 pytestmark = pytest.mark.e2e
 
 ROOT = pathlib.Path(__file__).parents[2]
@@ -52,8 +54,11 @@ def test_quick_benchmark_run_writes_results(tmp_path):
         "connect() emulated busy_poll 1000 us p99",
         "scale: handshakes",
         "scale100k: handshakes",
+        "pump: tcpemu classify+dispatch (ring) [Python path]",
+        "bulk: kernel -> tcpemu recv_data [Python path]",
     ):
         assert expected in names
+    assert data["meta"]["compiled"] is (tcpemu._accel.SPEEDUPS is not None)
     assert all(
         r["runs"] and all(v > 0 for v in r["runs"])
         for r in data["results"]
