@@ -8,6 +8,7 @@ fails for want of a compiler: it says why the compiled part was left out.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -48,18 +49,11 @@ class SpeedupsBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         if not (include / "Python.h").exists():
             self._note(f"no Python.h in {include} (python3-dev): tcpemu._speedups not built")
             return
+        # the source's digest goes into the module: tcpemu refuses a build older than its source
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()
         # in the tree, next to the source: an editable install imports it from there
-        command = [
-            cc,
-            "-O2",
-            "-shared",
-            "-fPIC",
-            "-fno-strict-aliasing",
-            f"-I{include}",
-            str(source),
-            "-o",
-            str(target),
-        ]
+        command = [cc, "-O2", "-shared", "-fPIC", "-fno-strict-aliasing", f"-I{include}"]
+        command += [f'-DTCPEMU_SOURCE_SHA256="{digest}"', str(source), "-o", str(target)]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             self._note(f"{' '.join(command)} failed, tcpemu._speedups not built:\n{result.stderr}")

@@ -10,7 +10,10 @@ segment of header prediction.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pathlib
+import warnings
 from types import ModuleType
 from typing import Final
 
@@ -21,6 +24,17 @@ def _load() -> ModuleType | None:
     try:
         from . import _speedups  # type: ignore[attr-defined]
     except ImportError:
+        return None
+    source = pathlib.Path(__file__).with_name("_speedups.c")
+    if source.exists() and hashlib.sha256(source.read_bytes()).hexdigest() != _speedups.SOURCE_SHA256:
+        # built from another version of its source (an editable install not reinstalled):
+        # its results could differ from the Python path's, so it is not used
+        warnings.warn(
+            f"tcpemu: {_speedups.__file__} was built from another version of {source.name}; "
+            "the pump runs in Python until tcpemu is installed again (pip install -e .)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return None
     return _speedups
 

@@ -634,5 +634,14 @@ PyInit__speedups(void)
     INTERN(s_segments_received, "segments_received"); INTERN(s_snd_wscale, "snd_wscale");
     INTERN(s_append, "append"); INTERN(inbound, "<"); INTERN(empty_str, "");
 #undef INTERN
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+#ifndef TCPEMU_SOURCE_SHA256
+#define TCPEMU_SOURCE_SHA256 ""
+#endif
+    /* the digest of the source it was built from (hatch_build.py): a stale build is refused */
+    if (m != NULL && PyModule_AddStringConstant(m, "SOURCE_SHA256", TCPEMU_SOURCE_SHA256) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -339,3 +339,14 @@ def test_ring_take_takes_the_plainest_frames_where_they_lie_and_hands_the_rest_o
     assert rest == plain_rest and len(rest) == 2  # the out-of-order frame, then the one after it
     assert fused_state == plain_state
     assert fused_state["core"]["_stream"] == [("bytes", b"abc"), ("bytes", b"defg")]
+
+
+def test_a_build_from_another_version_of_the_source_is_not_used(monkeypatch):
+    from tcpemu import _accel
+
+    assert _accel._load() is SPEEDUPS  # built from this source: used
+    monkeypatch.setattr(SPEEDUPS, "SOURCE_SHA256", "0" * 64)
+    with pytest.warns(RuntimeWarning, match="built from another version of _speedups.c"):
+        assert _accel._load() is None
+    monkeypatch.setenv("TCPEMU_PURE_PYTHON", "1")
+    assert _accel._load() is None
