@@ -10,18 +10,24 @@ does its own retransmitting.  RSS is sampled while it runs.
 
 Memory per connection stays small whatever ``churn_bytes`` is: the pattern
 is made block by block where it is sent and again where it is checked
-(:class:`Pattern`), and the emulator's window and the bytes it keeps
-unacknowledged shrink as pairs are added (:func:`emu_window`).
+(:class:`Pattern`, which keeps no bytes between calls), the emulator's window
+and the bytes it keeps unacknowledged shrink as pairs are added
+(:func:`emu_window`), no task keeps a chunk while it waits (the IUT's bytes
+are made once its socket has room, what arrived is checked where the
+segments brought it and dropped before the next wait), and each connection's
+trace keeps :data:`TRACE_DEPTH` records.  docs/soak.md has the figures.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import os
 import random
 import resource
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -32,7 +38,7 @@ from .faults import Faults
 from .lab import Lab, connect_nowait, open_lab
 from .tcpinfo import tcp_state
 
-__all__ = ["SoakStats", "SoakResult", "Pattern", "run_soak", "pattern", "emu_window"]
+__all__ = ["SoakStats", "SoakResult", "Pattern", "run_soak", "pattern", "emu_window", "engine_options"]
 
 BASE_PORT = 20000
 STALL_TIMEOUT = 60.0
@@ -42,8 +48,8 @@ EXCHANGE_TIMEOUT = 900.0
 BLOCK = 1024
 """The pattern is made in blocks of this many bytes, each from a hash of its key and index."""
 CHUNK = 4096
-"""Bytes of the pattern made, sent or read at a time (a few system calls more, a few KiB less
-per connection)."""
+"""Bytes an IUT socket is given or asked for at a time (the emulator sends a segment's worth at
+a time); made or received just before they are used and dropped before the next wait."""
 RING_BUDGET = 8192 * 1448
 """Bytes that all pairs' IUT sockets together may have in flight towards the engine: half of
 its receive ring's 16,384 frames of data, the rest left for ACKs and SYNs."""
@@ -58,6 +64,10 @@ def emu_window(connections: int) -> int:
     return max(4096, min(65535, RING_BUDGET // max(connections, 1)))
 
 
+TRACE_DEPTH = 8
+"""Segments and events each soak connection's trace keeps (``open_engine(trace_depth=)``): a
+stalled connection's error shows them.  About 130 bytes each, so a few, not the engine's 1,000."""
+
 MAX_OPENING = 32
 """Connections opening (handshake and first bytes) at once: a thousand pairs starting together
 would fill the receive ring with their SYNs and first windows of data."""
@@ -68,11 +78,12 @@ class Pattern:
 
     Block ``i`` is SHAKE-128 of the key ``seed/pair/generation/direction`` and
     ``i``; the sender reads the stream with :meth:`read` and the checker
-    compares what arrived with :meth:`matches`, and neither keeps more than
-    one block.
+    compares what arrived with :meth:`matches`.  No block is kept between
+    calls: a thousand pairs' four patterns would hold 4 KiB each, and making
+    again the block a segment ended in costs a hash of 1 KiB (microseconds).
     """
 
-    __slots__ = ("_block", "_index", "_key", "offset", "size")
+    __slots__ = ("_key", "offset", "size")
 
     def __init__(self, seed: int, pair: int, generation: int, direction: str, size: int) -> None:
         if size < 0:
@@ -80,42 +91,46 @@ class Pattern:
         self._key = f"{seed}/{pair}/{generation}/{direction}/".encode()
         self.size = size
         self.offset = 0
-        self._index = -1
-        self._block = b""
 
     @property
     def remaining(self) -> int:
         return self.size - self.offset
 
-    def _take(self, n: int) -> memoryview:
-        """Up to ``n`` bytes from the current block (at least one unless at the end), advancing."""
-        index, start = divmod(self.offset, BLOCK)
-        if index != self._index:
-            self._block = hashlib.shake_128(self._key + index.to_bytes(8, "big")).digest(BLOCK)
-            self._index = index
-        n = min(n, BLOCK - start, self.remaining)
-        self.offset += n
-        return memoryview(self._block)[start : start + n]
+    def _block(self, index: int) -> bytes:
+        return hashlib.shake_128(self._key + index.to_bytes(8, "big")).digest(BLOCK)
 
     def read(self, n: int) -> bytes:
         """The next ``n`` bytes of the stream (fewer at its end)."""
-        out = bytearray()
         n = min(n, self.remaining)
-        while len(out) < n:
-            out += self._take(n - len(out))
+        out = bytearray(n)  # its final size at once: no copy, no spare capacity
+        done = 0
+        while done < n:
+            index, start = divmod(self.offset, BLOCK)
+            part = min(n - done, BLOCK - start)
+            out[done : done + part] = memoryview(self._block(index))[start : start + part]
+            self.offset += part
+            done += part
         return bytes(out)
 
-    def matches(self, data: bytes) -> bool:
+    def matches(self, data: bytes | memoryview) -> bool:
         """Whether ``data`` is the next ``len(data)`` bytes of the stream (which it then passes)."""
         if len(data) > self.remaining:
             return False
         view = memoryview(data)
         while view:
-            part = self._take(len(view))
-            if part != view[: len(part)]:
+            index, start = divmod(self.offset, BLOCK)
+            part = min(len(view), BLOCK - start)
+            if memoryview(self._block(index))[start : start + part] != view[:part]:
                 return False
-            view = view[len(part) :]
+            self.offset += part
+            view = view[part:]
         return True
+
+    def rewind(self, n: int) -> None:
+        """Step back ``n`` bytes (read but not sent): they are made again by the next :meth:`read`."""
+        if not 0 <= n <= self.offset:
+            raise UsageError(f"a pattern can rewind 0 to {self.offset} bytes, got {n}")
+        self.offset -= n
 
 
 def pattern(seed: int, pair: int, generation: int, direction: str, n: int) -> bytes:
@@ -201,15 +216,29 @@ class _Exchange:
         self.iut: trio.socket.SocketType | None = None
         self.listener: Listener | None = None
         self.conn: Connection | None = None
+        self.emu_sent = False
+        """The emulator's data and FIN are sent and acknowledged."""
+        self.drain: trio.CancelScope | None = None
+        """The emulator's receiver dropping the ACKs queued after the IUT's FIN, until ``emu_sent``."""
 
     def step(self, name: str, waits_for: str) -> None:
         """Step ``name`` now waits for ``waits_for``; counts as progress."""
         self.waiting[name] = waits_for
-        self.scope.deadline = min(trio.current_time() + self.stall, self.hard_deadline)
+        self._progress()
 
     def done(self, name: str) -> None:
         self.waiting.pop(name, None)
-        self.scope.deadline = min(trio.current_time() + self.stall, self.hard_deadline)
+        self._progress()
+
+    def _progress(self) -> None:
+        # Each new deadline is an entry in trio's deadline heap, and stale ones stay there (with
+        # their float and tuple) until it is pruned at twice the live entries: moved on a few
+        # steps a segment, that is thousands of entries and a heap push per step.  So the
+        # deadline moves only once it is less than ``stall`` away, and then an eighth further:
+        # a stalled connection fails between ``stall`` and 1.125 ``stall`` after its last step.
+        now, deadline = trio.current_time(), self.scope.deadline
+        if deadline < min(now + self.stall, self.hard_deadline) or deadline > self.hard_deadline:
+            self.scope.deadline = min(now + self.stall * 1.125, self.hard_deadline)
 
     def timeout_error(self) -> TcpemuTimeoutError:
         bound = (
@@ -235,24 +264,34 @@ class _Exchange:
                 f"emulator {self.conn.state.name}, {self.conn.core.unacked_bytes()} bytes unacknowledged, "
                 f"{st.retransmits_sent} retransmitted, {st.retransmits_seen} retransmits seen"
             )
+        trace = self.conn.trace() if self.conn is not None else []
         return TcpemuTimeoutError(
             f"{self.where}: {bound}; {steps or 'no step was waiting'}"
             + (f" ({', '.join(states)})" if states else "")
+            + (
+                f"; the emulator's last {len(trace)} segments and events: " + " | ".join(trace)
+                if trace
+                else ""
+            )
         )
 
 
 async def _iut_send(sock: trio.socket.SocketType, data: Pattern, stats: SoakStats, ex: _Exchange) -> None:
     name = "IUT send"
     while data.remaining:
-        chunk = memoryview(data.read(CHUNK))
-        while chunk:
-            ex.step(
-                name,
-                f"room in the IUT's send buffer ({data.offset - len(chunk)} of {data.size} bytes sent)",
-            )
-            n = await sock.send(chunk)
-            chunk = chunk[n:]
-            stats.bytes_to_emulator += n
+        ex.step(name, f"room in the IUT's send buffer ({data.offset} of {data.size} bytes sent)")
+        # The bytes are made once the socket has room and what it did not take is made again
+        # next time: a pair waiting for room (the usual state) holds no chunk.
+        await trio.lowlevel.wait_writable(sock)
+        chunk = data.read(CHUNK)
+        try:
+            # written at once, without the scheduling round a trio send() would hold the chunk for
+            n = os.write(sock.fileno(), chunk)
+        except BlockingIOError:
+            n = 0
+        data.rewind(len(chunk) - n)
+        del chunk
+        stats.bytes_to_emulator += n
     sock.shutdown(socket.SHUT_WR)
     ex.done(name)
 
@@ -264,13 +303,15 @@ async def _iut_recv(sock: trio.socket.SocketType, expected: Pattern, stats: Soak
         chunk = await sock.recv(CHUNK)
         if not chunk:
             break
-        at = expected.offset
-        if not expected.matches(chunk):
+        at, n = expected.offset, len(chunk)
+        ok = expected.matches(chunk)
+        del chunk  # not kept while the next one is awaited
+        if not ok:
             stats.mismatches += 1
             stats.errors.append(f"{ex.where}: the IUT received wrong bytes at offset {at}")
             ex.done(name)
             return
-        stats.bytes_to_iut += len(chunk)
+        stats.bytes_to_iut += n
     if expected.remaining:
         stats.errors.append(
             f"{ex.where}: the IUT received {expected.offset} of {expected.size} bytes before EOF"
@@ -278,10 +319,11 @@ async def _iut_recv(sock: trio.socket.SocketType, expected: Pattern, stats: Soak
     ex.done(name)
 
 
-async def _emu_read(conn: Connection) -> tuple[bytes, bool]:
-    """The in-order bytes that arrived (waiting for some, or for FIN) and whether the FIN came
-    with them, ACKed as ``recv_data`` would (a duplicate ACK for a retransmitted or
-    out-of-order segment too), without gathering the whole stream as ``recv_data`` does."""
+async def _emu_read(conn: Connection) -> tuple[list[bytes], bool]:
+    """The in-order bytes that arrived, as the segments brought them (waiting for some, or
+    for FIN), and whether the FIN came with them, ACKed as ``recv_data`` would (a duplicate
+    ACK for a retransmitted or out-of-order segment too).  Neither gathered as ``recv_data``
+    gathers the whole stream, nor joined: the checker walks the segments' own bytes."""
     core = conn.core
     await conn.wait_until(
         lambda c: c.core.stream_available() > 0 or c.fin_got or c.rst_got or c.core.should_ack(),
@@ -290,10 +332,10 @@ async def _emu_read(conn: Connection) -> tuple[bytes, bool]:
     # FIN before the read, with no checkpoint between: if it is in, every byte before it is too
     # (the ACK below lets the pump run, and the FIN may arrive then, after more bytes)
     fin = core.fin_got
-    data = core.read_stream()
+    pieces = core.read_stream_pieces()
     if core.should_ack():
         await conn.send_ack()
-    return data, fin
+    return pieces, fin
 
 
 async def _emu_recv(conn: Connection, expected: Pattern, stats: SoakStats, ex: _Exchange) -> None:
@@ -302,13 +344,17 @@ async def _emu_recv(conn: Connection, expected: Pattern, stats: SoakStats, ex: _
         ex.step(name, f"the IUT's data and FIN ({expected.offset} of {expected.size} bytes received)")
         if conn.rst_got:
             stats.errors.append(f"{ex.where}: the IUT reset the connection after {expected.offset} bytes")
-            break
-        chunk, fin = await _emu_read(conn)
+            ex.done(name)
+            return
+        pieces, fin = await _emu_read(conn)
         at = expected.offset
-        if chunk and not expected.matches(chunk):
+        ok = all(expected.matches(piece) for piece in pieces)
+        del pieces  # not kept while the next ones are awaited
+        if not ok:
             stats.mismatches += 1
             stats.errors.append(f"{ex.where}: the emulator received wrong bytes at offset {at}")
-            break
+            ex.done(name)
+            return
         if fin:
             if expected.remaining:
                 stats.errors.append(
@@ -316,33 +362,38 @@ async def _emu_recv(conn: Connection, expected: Pattern, stats: SoakStats, ex: _
                 )
             break
     ex.done(name)
-
-
-async def _drop_acks_after_fin(conn: Connection) -> None:
-    """Once the IUT's FIN is in and its bytes read, nobody reads the receive queue any more,
-    and the IUT's ACKs of what we still send would pile up in it (thousands per connection):
-    drop them.  Nothing can join the stream after the FIN, so nothing is lost."""
-    while True:
-        await conn.wait_until(
-            lambda c: c.fin_got and not c.core.stream_available() and c.core.pending() >= 8,
-            what="ACKs queued after the FIN",
-        )
-        conn.core.read_stream()
+    # Once the IUT's FIN is in and its bytes read, nobody reads the receive queue any more, and
+    # the IUT's ACKs of what we still send would pile up in it (thousands per connection): drop
+    # them until our sending is done.  Nothing can join the stream after the FIN, so nothing is
+    # lost.  This task does it rather than one more task per connection.
+    if ex.emu_sent:
+        return
+    with trio.CancelScope() as ex.drain:
+        while True:
+            await conn.wait_until(lambda c: c.core.pending() >= 8, what="ACKs queued after the FIN")
+            conn.core.read_stream_pieces()
 
 
 async def _emu_send(conn: Connection, data: Pattern, ex: _Exchange, in_flight: int) -> None:
     name = "emulator send"
+    # One segment's bytes at a time: send_data keeps what it is given until its last segment is
+    # out (a scheduling round for each), and the retransmission store keeps a copy of each.
+    seg = min(conn.core.peer_mss or 536, in_flight)
     while data.remaining:
         ex.step(name, f"the IUT's window ({data.offset} of {data.size} bytes sent)")
-        await conn.send_data(data.read(min(CHUNK, in_flight)))
-        ex.step(name, f"the IUT's ACKs ({conn.core.unacked_bytes()} bytes unacknowledged)")
-        room = in_flight - min(CHUNK, in_flight, data.remaining)
-        await conn.wait_until(lambda c, room=room: c.core.unacked_bytes() <= room, what="the IUT's ACKs")
+        await conn.send_data(data.read(seg))
+        room = in_flight - min(seg, data.remaining)
+        if conn.core.unacked_bytes() > room:
+            ex.step(name, f"the IUT's ACKs ({conn.core.unacked_bytes()} bytes unacknowledged)")
+            await conn.wait_until(lambda c, room=room: c.core.unacked_bytes() <= room, what="the IUT's ACKs")
     ex.step(name, "the IUT's ACK of all data")
     await conn.wait_until(lambda c: c.core.unacked_bytes() == 0, what="all data acknowledged")
     ex.step(name, "the IUT's ACK of our FIN")
     await conn.send_fin()
     ex.done(name)
+    ex.emu_sent = True
+    if ex.drain is not None:
+        ex.drain.cancel()
 
 
 async def _one_connection(
@@ -382,20 +433,17 @@ async def _one_connection(
             stats.open += 1
             stats.opened += 1
             try:
-                async with trio.open_nursery() as janitor:
-                    janitor.start_soon(_drop_acks_after_fin, conn)
-                    async with trio.open_nursery() as nursery:
-                        for task, end, direction in (
-                            (_iut_send, iut, "up"),
-                            (_iut_recv, iut, "down"),
-                            (_emu_recv, conn, "up"),
-                        ):
-                            nursery.start_soon(
-                                task, end, Pattern(seed, pair, generation, direction, size), stats, ex
-                            )
-                        down = Pattern(seed, pair, generation, "down", size)
-                        nursery.start_soon(_emu_send, conn, down, ex, window)
-                    janitor.cancel_scope.cancel()
+                async with trio.open_nursery() as nursery:
+                    for task, end, direction in (
+                        (_iut_send, iut, "up"),
+                        (_iut_recv, iut, "down"),
+                        (_emu_recv, conn, "up"),
+                    ):
+                        nursery.start_soon(
+                            task, end, Pattern(seed, pair, generation, direction, size), stats, ex
+                        )
+                    down = Pattern(seed, pair, generation, "down", size)
+                    nursery.start_soon(_emu_send, conn, down, ex, window)
             finally:
                 stats.open -= 1
         if scope.cancelled_caught:
@@ -408,6 +456,23 @@ async def _one_connection(
             stats.retransmits_seen += st.retransmits_seen
             stats.retransmits_sent += st.retransmits_sent
             await conn.aclose()
+
+
+def engine_options(
+    *, seed: int, rto: float | None = None, faults_out: Faults | None = None, faults_in: Faults | None = None
+) -> dict[str, Any]:
+    """What a soak passes to :func:`~tcpemu.open_engine` besides the interface."""
+    return {
+        "rng": random.Random(seed),
+        "reliable": True,
+        # Measured at 1,000 pairs with 1% of every fault: 0.2 s moved 3.9 MB/s each way (16% of
+        # segments sent twice, mostly for nothing: the round trip under that load is seconds),
+        # 3.3 s (about that round trip) 2.9 MB/s: the fixed timeout stays at the default.
+        **({} if rto is None else {"rto": rto}),
+        "faults_out": faults_out,
+        "faults_in": faults_in,
+        "trace_depth": TRACE_DEPTH,
+    }
 
 
 def _describe(exc: BaseException) -> str:
@@ -468,15 +533,20 @@ async def run_soak(
     stop: trio.Event | None = None,
     stall_timeout: float = STALL_TIMEOUT,
     rto: float | None = None,
+    window: int | None = None,
 ) -> SoakResult:
     """Run a soak in a fresh lab; ``stats`` (if given) is updated live.
 
     A connection fails when none of its bytes moved for ``stall_timeout``
-    seconds; the error names the pair, the connection, and what each of its
-    unfinished steps waited for.  ``rto`` is the emulator's retransmission
-    timeout (default: the engine's).  Setting ``stop`` ends the run early: the connections in progress are
-    abandoned, the lab is removed, and the result (``interrupted=True``)
-    holds what was done until then.
+    seconds; the error names the pair, the connection, what each of its
+    unfinished steps waited for, and the emulator's last segments.  ``rto``
+    is the emulator's retransmission timeout (default: the engine's).
+    ``window`` is the window the emulator advertises and the most it keeps
+    unacknowledged (default: :func:`emu_window` of ``connections``; a run of
+    fewer pairs given the window of more measures the memory each pair holds
+    at that load).  Setting ``stop`` ends the run early: the connections in
+    progress are abandoned, the lab is removed, and the result
+    (``interrupted=True``) holds what was done until then.
     """
     for name, value, allowed in (
         ("connections", connections, connections >= 1),
@@ -486,12 +556,13 @@ async def run_soak(
         ("warmup", warmup, 0 <= warmup < 1),
         ("stall_timeout", stall_timeout, stall_timeout > 0),
         ("rto", rto, rto is None or rto > 0),
+        ("window", window, window is None or 1024 <= window <= 65535),
     ):
         if not allowed:
             raise UsageError(
                 f"run_soak: {name}={value!r} is out of range; connections >= 1, duration > 0 s, "
                 "churn_bytes >= 1, rss_interval > 0 s, 0 <= warmup < 1, stall_timeout > 0 s, "
-                "rto > 0 s or None"
+                "rto > 0 s or None, 1024 <= window <= 65535 bytes or None"
             )
     if connections > 40000:
         raise UsageError(
@@ -505,18 +576,10 @@ async def run_soak(
         open_engine(
             lab.tst.ifname,
             netns=lab.tst.netns,
-            rng=random.Random(seed),
-            reliable=True,
-            # Measured at 1,000 pairs with 1% of every fault: 0.2 s moved 3.9 MB/s each way (16% of
-            # segments sent twice, mostly for nothing: the round trip under that load is seconds),
-            # 3.3 s (about that round trip) 2.9 MB/s: the fixed timeout stays at the default.
-            **({} if rto is None else {"rto": rto}),
-            faults_out=faults_out,
-            faults_in=faults_in,
-            trace_depth=32,
+            **engine_options(seed=seed, rto=rto, faults_out=faults_out, faults_in=faults_in),
         ) as engine,
     ):
-        window = emu_window(connections)
+        window = emu_window(connections) if window is None else window
         listeners = [
             engine.listen((str(lab.tst.ip), BASE_PORT + i), local_mac=lab.alien_mac, backlog=4, window=window)
             for i in range(connections)
