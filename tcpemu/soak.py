@@ -280,18 +280,22 @@ async def _iut_send(sock: trio.socket.SocketType, data: Pattern, stats: SoakStat
     name = "IUT send"
     while data.remaining:
         ex.step(name, f"room in the IUT's send buffer ({data.offset} of {data.size} bytes sent)")
-        # The bytes are made once the socket has room and what it did not take is made again
-        # next time: a pair waiting for room (the usual state) holds no chunk.
-        await trio.lowlevel.wait_writable(sock)
+        # The bytes are made when they are written, and written at once (trio's send() would
+        # hold them for a scheduling round); what the socket did not take is made again next
+        # time: a pair waiting for room (the usual state) holds no chunk.
         chunk = data.read(CHUNK)
         try:
-            # written at once, without the scheduling round a trio send() would hold the chunk for
             n = os.write(sock.fileno(), chunk)
         except BlockingIOError:
             n = 0
         data.rewind(len(chunk) - n)
+        full = n < len(chunk)
         del chunk
         stats.bytes_to_emulator += n
+        if full:
+            await trio.lowlevel.wait_writable(sock)
+        else:
+            await trio.lowlevel.checkpoint()  # a full buffer is found by writing, not by epoll
     sock.shutdown(socket.SHUT_WR)
     ex.done(name)
 
@@ -376,13 +380,21 @@ async def _emu_recv(conn: Connection, expected: Pattern, stats: SoakStats, ex: _
 
 async def _emu_send(conn: Connection, data: Pattern, ex: _Exchange, in_flight: int) -> None:
     name = "emulator send"
-    # One segment's bytes at a time: send_data keeps what it is given until its last segment is
-    # out (a scheduling round for each), and the retransmission store keeps a copy of each.
-    seg = min(conn.core.peer_mss or 536, in_flight)
+    # CHUNK bytes between waits for the IUT's ACKs (a wake-up each, not one a segment), handed
+    # to send_data a segment's worth at a time: it keeps what it is given until its last
+    # segment is out (a scheduling round each), and the retransmission store has its own copy.
+    core = conn.core
+    # the payload of one segment: the peer's MSS less the options each segment carries (as the
+    # engine reckons them); a piece one byte larger would go as two segments
+    seg = min(core.peer_mss or 536, in_flight) - (12 if core.ts_enabled and core.peer_ts else 0)
+    seg -= 28 if core.sack_ok else 0
+    burst = min(CHUNK, in_flight)
     while data.remaining:
         ex.step(name, f"the IUT's window ({data.offset} of {data.size} bytes sent)")
-        await conn.send_data(data.read(seg))
-        room = in_flight - min(seg, data.remaining)
+        end = min(data.offset + burst, data.size)
+        while data.offset < end:
+            await conn.send_data(data.read(min(seg, end - data.offset)))
+        room = in_flight - min(burst, data.remaining)
         if conn.core.unacked_bytes() > room:
             ex.step(name, f"the IUT's ACKs ({conn.core.unacked_bytes()} bytes unacknowledged)")
             await conn.wait_until(lambda c, room=room: c.core.unacked_bytes() <= room, what="the IUT's ACKs")
