@@ -231,14 +231,7 @@ class _Exchange:
         self._progress()
 
     def _progress(self) -> None:
-        # Each new deadline is an entry in trio's deadline heap, and stale ones stay there (with
-        # their float and tuple) until it is pruned at twice the live entries: moved on a few
-        # steps a segment, that is thousands of entries and a heap push per step.  So the
-        # deadline moves only once it is less than ``stall`` away, and then an eighth further:
-        # a stalled connection fails between ``stall`` and 1.125 ``stall`` after its last step.
-        now, deadline = trio.current_time(), self.scope.deadline
-        if deadline < min(now + self.stall, self.hard_deadline) or deadline > self.hard_deadline:
-            self.scope.deadline = min(now + self.stall * 1.125, self.hard_deadline)
+        self.scope.deadline = min(trio.current_time() + self.stall, self.hard_deadline)
 
     def timeout_error(self) -> TcpemuTimeoutError:
         bound = (

@@ -1,6 +1,5 @@
 """What a soak connection holds in the soak's own code, while it runs against kernel sockets:
-no chunk kept while a task waits, no pattern block kept between calls, no trail of stale
-deadlines."""
+no chunk kept while a task waits, no pattern block kept between calls."""
 
 from __future__ import annotations
 

@@ -119,22 +119,3 @@ async def test_a_window_out_of_range_is_refused_before_anything_runs(window):
         tcpemu.UsageError, match=rf"run_soak: window={window} is out of range; .*1024 <= window"
     ):
         await run_soak(connections=1, duration=1, window=window)
-
-
-async def test_a_step_moves_the_stall_deadline_only_when_it_comes_nearer_than_the_stall():
-    stall = 60.0
-    with trio.CancelScope(deadline=trio.current_time() + stall) as scope:
-        ex = _Exchange("pair 0 connection 0", scope, stall, trio.current_time() + 900)
-        ex.step("open", "the IUT's SYN")
-        moved = scope.deadline
-        assert moved >= trio.current_time() + stall  # a stall is never called early
-        for i in range(100):
-            ex.step("IUT send", f"room ({i} bytes sent)")
-            ex.done("open")
-            assert scope.deadline >= trio.current_time() + stall
-        assert scope.deadline == moved  # one new deadline for 200 steps, not 200
-        assert ex.waiting == {"IUT send": "room (99 bytes sent)"}
-    with trio.CancelScope(deadline=trio.current_time() + stall) as scope:
-        ex = _Exchange("pair 0 connection 0", scope, stall, trio.current_time() + 10)
-        ex.step("open", "the IUT's SYN")
-        assert scope.deadline == ex.hard_deadline  # never past the exchange's bound
