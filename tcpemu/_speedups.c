@@ -611,12 +611,73 @@ ring_take(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return walk_ring(args, nargs, 1);
 }
 
+/* pcapng Enhanced Packet Blocks for a batch of frames with one timestamp, as capture.py's
+   _write builds them: head (type 6, total, interface 0, ts, caplen, length), the data cut to
+   snaplen, then the tail for the data length mod 4 (padding, epb_flags, end of options) and
+   the total again */
+static PyObject *
+epb_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_Format(PyExc_TypeError, "epb_batch takes 5 arguments, got %zd", nargs);
+        return NULL;
+    }
+    PyObject *frames = args[0], *tails = args[3];
+    unsigned long ts_hi = PyLong_AsUnsignedLong(args[1]), ts_lo = PyLong_AsUnsignedLong(args[2]);
+    Py_ssize_t snaplen = PyLong_AsSsize_t(args[4]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (!PyList_CheckExact(frames) || !PyTuple_CheckExact(tails) || PyTuple_GET_SIZE(tails) != 4 ||
+        snaplen < 0 || ts_hi > 0xFFFFFFFFul || ts_lo > 0xFFFFFFFFul) {
+        PyErr_SetString(PyExc_TypeError, "epb_batch(list of bytes, ts_hi, ts_lo, 4 tails, snaplen)");
+        return NULL;
+    }
+    for (int i = 0; i < 4; i++)
+        if (!PyBytes_CheckExact(PyTuple_GET_ITEM(tails, i))) {
+            PyErr_SetString(PyExc_TypeError, "epb_batch: the tails must be bytes");
+            return NULL;
+        }
+    Py_ssize_t n = PyList_GET_SIZE(frames), size = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *frame = PyList_GET_ITEM(frames, i);
+        if (!PyBytes_CheckExact(frame)) {
+            PyErr_SetString(PyExc_TypeError, "epb_batch: every frame must be bytes");
+            return NULL;
+        }
+        Py_ssize_t len = PyBytes_GET_SIZE(frame), cap = len < snaplen ? len : snaplen;
+        size += 28 + cap + PyBytes_GET_SIZE(PyTuple_GET_ITEM(tails, cap % 4)) + 4;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (out == NULL)
+        return NULL;
+    unsigned char *w = (unsigned char *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *frame = PyList_GET_ITEM(frames, i), *tail;
+        Py_ssize_t len = PyBytes_GET_SIZE(frame), cap = len < snaplen ? len : snaplen;
+        tail = PyTuple_GET_ITEM(tails, cap % 4);
+        uint32_t total = (uint32_t)(28 + cap + PyBytes_GET_SIZE(tail) + 4);
+        uint32_t head[7] = {6, total, 0, (uint32_t)ts_hi, (uint32_t)ts_lo, (uint32_t)cap, (uint32_t)len};
+        for (int k = 0; k < 7; k++) /* little-endian, as the section header says */
+            for (int b = 0; b < 4; b++)
+                *w++ = (unsigned char)(head[k] >> (8 * b));
+        memcpy(w, PyBytes_AS_STRING(frame), cap);
+        w += cap;
+        memcpy(w, PyBytes_AS_STRING(tail), PyBytes_GET_SIZE(tail));
+        w += PyBytes_GET_SIZE(tail);
+        for (int b = 0; b < 4; b++)
+            *w++ = (unsigned char)(total >> (8 * b));
+    }
+    return Py_BuildValue("(Nn)", out, size);
+}
+
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS, "setup(core_type, message_type, FLAGS, timestamp_options, its cache, UNKNOWN_MAC, ESTABLISHED, EXPECTED)"},
     {"take_predicted", (PyCFunction)(void (*)(void))take_predicted, METH_FASTCALL,
      "take_predicted(frames, i, conns, now, t0, touched) -> index of the first frame not taken"},
     {"ring_batch", (PyCFunction)(void (*)(void))ring_batch, METH_FASTCALL,
      "ring_batch(ring, head, frame_size, frame_nr, limit) -> (frames, head, truncated)"},
+    {"epb_batch", (PyCFunction)(void (*)(void))epb_batch, METH_FASTCALL,
+     "epb_batch(frames, ts_hi, ts_lo, tails, snaplen) -> (pcapng blocks, their size)"},
     {"ring_take", (PyCFunction)(void (*)(void))ring_take, METH_FASTCALL,
      "ring_take(ring, head, frame_size, frame_nr, limit, conns, now, t0, touched) -> (frames, head, truncated, taken)"},
     {NULL, NULL, 0, NULL},

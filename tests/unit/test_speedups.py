@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tcpemu
-from tcpemu import MemoryLink, SegmentKind, _engine
+from tcpemu import MemoryLink, SegmentKind, _engine, capture
 from tcpemu._accel import SPEEDUPS
 from tcpemu._io import PacketRing
 from tcpemu.core import ConnectionCore
@@ -350,3 +350,26 @@ def test_a_build_from_another_version_of_the_source_is_not_used(monkeypatch):
         assert _accel._load() is None
     monkeypatch.setenv("TCPEMU_PURE_PYTHON", "1")
     assert _accel._load() is None
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    st.lists(st.binary(max_size=90), max_size=12),
+    st.sampled_from([capture.INBOUND, capture.OUTBOUND]),
+    st.integers(0, 100),
+    st.integers(0, 2**64 - 1),
+)
+def test_compiled_pcapng_blocks_are_the_python_ones(tmp_path_factory, frames, direction, snaplen, ts):
+    """The capture's blocks for a batch, compiled and in Python, byte for byte."""
+    out = {}
+    for compiled in (True, False):
+        path = tmp_path_factory.mktemp("cap") / "c.pcapng"
+        writer = capture.PcapngWriter(str(path), ifname="x", snaplen=max(snaplen, 1))
+        with pytest.MonkeyPatch.context() as mp:
+            if not compiled:
+                mp.setattr(capture, "_EPB_BATCH", None)
+            writer._write(frames, direction, ts)
+        writer.close()
+        out[compiled] = (path.read_bytes(), writer.frames)
+    assert out[True] == out[False]
+    assert capture._EPB_BATCH is SPEEDUPS.epb_batch
