@@ -174,11 +174,15 @@ def test_a_wrong_byte_or_too_many_bytes_do_not_match():
     assert not Pattern(1, 0, 0, "down", 10).matches(bytes(11))
 
 
-def test_the_pattern_keeps_one_block_not_the_stream():
+def test_the_pattern_keeps_no_block_and_not_the_stream():
     p = Pattern(0, 0, 0, "up", 64 * 2**20)
     while p.remaining:
         p.read(65536)
-    assert len(p._block) == BLOCK
+    assert p.offset == 64 * 2**20
+    # what it holds after 64 MiB: its key and two numbers, no bytes of the stream
+    held = [getattr(p, name) for name in Pattern.__slots__]
+    assert not hasattr(p, "__dict__")
+    assert sum(len(v) for v in held if isinstance(v, (bytes, bytearray))) < 64
     with pytest.raises(tcpemu.UsageError, match="size must be >= 0 bytes, got -1"):
         Pattern(0, 0, 0, "up", -1)
 
