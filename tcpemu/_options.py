@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Final
 
 from ._message import SegmentKind
 from ._state import SEQ_MOD, seq_add, seq_diff
+from .wire import ACK_BIT as _F_ACK
 from .wire import OptionKind, TcpOption
 
 if TYPE_CHECKING:
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 
 _new_tuple: Final = tuple.__new__
 _EXPECTED: Final = SegmentKind.EXPECTED
-_F_ACK: Final = 0x10
 
 # option kinds as plain ints: looking up an enum member costs more than the compare
 _K_MSS: Final = int(OptionKind.MSS)

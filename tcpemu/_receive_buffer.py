@@ -14,6 +14,11 @@ from typing import TYPE_CHECKING, Final
 from ._errors import WouldBlock
 from ._message import Message, SegmentKind
 from ._state import seq_add, seq_diff
+from .wire import ACK_BIT as _F_ACK
+from .wire import FIN_BIT as _F_FIN
+from .wire import RST_BIT as _F_RST
+from .wire import SYN_BIT as _F_SYN
+from .wire import URG_BIT as _F_URG
 from .wire import Segment
 
 if TYPE_CHECKING:
@@ -22,11 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("tcpemu.core")
 _RETRANSMIT: Final = SegmentKind.RETRANSMIT
 _EXPECTED: Final = SegmentKind.EXPECTED
-_F_FIN: Final = 0x01
-_F_SYN: Final = 0x02
-_F_RST: Final = 0x04
-_F_ACK: Final = 0x10
-_F_URG: Final = 0x20
 _HANDSHAKE_ONLY: Final = _F_ACK | _F_FIN | _F_RST | _F_SYN | _F_URG
 
 

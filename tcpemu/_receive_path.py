@@ -29,13 +29,13 @@ from .wire import (
     FLAGS,
     PredictedFields,
     Segment,
-    TcpFlags,
     add_vlan_tag,
     classify_untrusted,
     parse_tcp_untrusted,
     predict_untrusted,
     strip_vlan_tag,
 )
+from .wire import RST_BIT as _RST_BIT
 from .wire import _timestamp_options as _ts_options
 
 if TYPE_CHECKING:
@@ -46,7 +46,6 @@ trace_log = logging.getLogger("tcpemu.trace")
 BATCH: Final = 256
 _EXPECTED: Final = SegmentKind.EXPECTED  # a global: quicker than the member looked up on its class
 _RETRANSMIT: Final = SegmentKind.RETRANSMIT
-_RST_BIT: Final = int(TcpFlags.RST)
 
 
 _TPID: Final = b"\x81\x00"  # an 802.1Q tag follows the MACs

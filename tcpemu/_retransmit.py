@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from ._message import CoreEvent
 from ._state import seq_add, seq_diff
+from .wire import ACK_BIT as _F_ACK
 from .wire import FLAGS, Segment
 
 if TYPE_CHECKING:
     from .core import ConnectionCore
 
 log = logging.getLogger("tcpemu.core")
-_F_ACK: Final = 0x10
 
 
 class _RetransmitMixin:

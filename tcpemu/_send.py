@@ -13,16 +13,16 @@ from ._checks import _check_options, _check_seq, _check_time
 from ._errors import UsageError
 from ._message import Message
 from ._state import AUTO, QUIET, Auto, Quiet, StateEvent, TcpState, seq_add, seq_diff
+from .wire import ACK_BIT as _F_ACK
+from .wire import FIN_BIT as _F_FIN
 from .wire import FLAGS, Segment, TcpFlags, TcpOption, check_uint
+from .wire import PSH_BIT as _F_PSH
+from .wire import RST_BIT as _F_RST
+from .wire import SYN_BIT as _F_SYN
 
 if TYPE_CHECKING:
     from .core import ConnectionCore
 
-_F_FIN: Final = 0x01
-_F_SYN: Final = 0x02
-_F_RST: Final = 0x04
-_F_PSH: Final = 0x08
-_F_ACK: Final = 0x10
 _SYN_FIN_RST: Final = _F_SYN | _F_FIN | _F_RST
 
 

@@ -29,7 +29,7 @@ from ._options import (
 )
 from ._receive_buffer import _OutOfOrder, _ReceiveBufferMixin
 from ._retransmit import _RetransmitMixin
-from ._send import _SendMixin
+from ._send import _SYN_FIN_RST, _SendMixin
 from ._state import (
     AUTO,
     CLIENT,
@@ -47,7 +47,11 @@ from ._state import (
     seq_add,
     seq_diff,
 )
+from .wire import ACK_BIT as _F_ACK
+from .wire import FIN_BIT as _F_FIN
 from .wire import FLAGS, Segment, TcpOption, check_uint
+from .wire import RST_BIT as _F_RST
+from .wire import SYN_BIT as _F_SYN
 
 __all__ = [
     "TcpState",
@@ -656,13 +660,6 @@ _EXPECTED: Final = SegmentKind.EXPECTED
 _UNEXPECTED: Final = SegmentKind.UNEXPECTED
 _RETRANSMIT: Final = SegmentKind.RETRANSMIT
 _OUT_OF_ORDER: Final = SegmentKind.OUT_OF_ORDER
-
-_F_FIN: Final = 0x01
-_F_SYN: Final = 0x02
-_F_RST: Final = 0x04
-_F_PSH: Final = 0x08
-_F_ACK: Final = 0x10
-_SYN_FIN_RST: Final = _F_SYN | _F_FIN | _F_RST
 
 
 def _worth_logging(count: int) -> bool:

@@ -348,6 +348,14 @@ class Frame:
 
 
 FLAGS = [TcpFlags(i) for i in range(512)]  # construction through the enum is slow
+# The bits as plain ints, for the per-segment code: a module global and one `&` on an int
+# cost less than a TcpFlags member looked up on its class and an IntFlag operation.
+FIN_BIT: Final = int(TcpFlags.FIN)
+SYN_BIT: Final = int(TcpFlags.SYN)
+RST_BIT: Final = int(TcpFlags.RST)
+PSH_BIT: Final = int(TcpFlags.PSH)
+ACK_BIT: Final = int(TcpFlags.ACK)
+URG_BIT: Final = int(TcpFlags.URG)
 _ETHERTYPE = struct.Struct("!H")
 _PORTS = struct.Struct("!HH")
 _TCP_HDR = struct.Struct("!HHIIHHHH")
