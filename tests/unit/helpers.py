@@ -82,9 +82,13 @@ def server(
     )
 
 
-async def open_server(engine, peer, **kw):
+MSS_ONLY = (TcpOption.mss(1000),)
+"""The options of the peer's SYN unless a test gives others."""
+
+
+async def open_server(engine, peer, *, syn_options=MSS_ONLY, **kw):
     conn = server(engine, **kw)
-    peer.send(7000, flags=S, options=(TcpOption.mss(1000),))
+    peer.send(7000, flags=S, options=syn_options)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(conn.wait_open, 5)
         synack = await peer.expect()

@@ -15,7 +15,7 @@ import mmap
 import os
 import struct
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import pytest
@@ -31,7 +31,7 @@ from tcpemu._io import PacketRing
 from tcpemu.core import ConnectionCore
 from tcpemu.wire import Segment, TcpFlags, TcpOption
 
-from .helpers import EMU_PORT, PEER_PORT, Peer, peer_frame, server
+from .helpers import EMU_PORT, PEER_PORT, Peer, open_server, peer_frame
 
 REQUIRED = os.environ.get("TCPEMU_REQUIRE_SPEEDUPS", "") not in ("", "0")
 pytestmark = pytest.mark.skipif(
@@ -96,32 +96,50 @@ setups = st.fixed_dictionaries(
 )
 
 
-def run_engine(setup: dict[str, Any], plan: list[tuple], compiled: bool) -> dict[str, Any]:
-    async def scenario() -> dict[str, Any]:
-        _engine.ENGINE_CONTEXT.set(None)  # no pcapng per run from the plugin's context
-        emu, peer_link = MemoryLink.pair()
+@contextlib.asynccontextmanager
+async def opened(
+    *,
+    compiled: bool = True,
+    version: int = 4,
+    syn_options: tuple[TcpOption, ...] = (TcpOption.mss(1000),),
+    **kw,
+) -> AsyncIterator[tuple[tcpemu.Engine, tcpemu.Connection, Peer, MemoryLink, int]]:
+    """An engine on an in-memory link, with or without the compiled part, and one SERVER
+    connection the peer opened (its SYN at IRS): (engine, conn, peer, peer's link, our ISN + 1)."""
+    _engine.ENGINE_CONTEXT.set(None)  # no pcapng per run from the plugin's context
+    emu, peer_link = MemoryLink.pair()
+    try:
         async with tcpemu.open_engine(link=emu, seed=42) as engine:
-            engine._take_predicted = engine._take_predicted if compiled else None
-            peer = Peer(peer_link, setup["version"])
-            conn = server(
-                engine,
-                setup["version"],
-                max_queue=setup["max_queue"],
-                wscale=2 if setup["wscale"] else None,
-                reliable=setup["reliable"],
-            )
+            if not compiled:
+                engine._take_predicted = None
+            peer = Peer(peer_link, version)
+            conn, snd = await open_server(engine, peer, syn_options=syn_options, version=version, **kw)
+            yield engine, conn, peer, peer_link, snd
+    finally:
+        peer_link.close()
+
+
+def run_mocked(scenario: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    return trio.run(scenario, *args, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def run_engine(setup: dict[str, Any], plan: list[tuple], compiled: bool) -> dict[str, Any]:
+    options = [TcpOption.mss(1000)]
+    if setup["wscale"]:
+        options.append(TcpOption.wscale(3))
+    if setup["timestamps"]:
+        options.append(TcpOption.timestamps(5, 0))
+
+    async def scenario() -> dict[str, Any]:
+        async with opened(
+            compiled=compiled,
+            version=setup["version"],
+            syn_options=tuple(options),
+            max_queue=setup["max_queue"],
+            wscale=2 if setup["wscale"] else None,
+            reliable=setup["reliable"],
+        ) as (engine, conn, peer, peer_link, snd):
             conn.core.max_stream = setup["max_stream"]  # no argument for it: a small bound meets it soon
-            options = [TcpOption.mss(1000)]
-            if setup["wscale"]:
-                options.append(TcpOption.wscale(3))
-            if setup["timestamps"]:
-                options.append(TcpOption.timestamps(5, 0))
-            peer.send(IRS, flags=S, options=tuple(options))
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(conn.wait_open, 5)
-                synack = await peer.expect()
-                peer.send(IRS + 1, synack.seq + 1)
-            snd = synack.seq + 1
             if setup["in_flight"]:
                 await conn.send_msg(b"x" * 50)
                 await peer.expect()
@@ -155,7 +173,7 @@ def run_engine(setup: dict[str, Any], plan: list[tuple], compiled: bool) -> dict
             sent = []
             while (raw := peer_link.recv_nowait()) is not None:
                 sent.append(raw)
-            result = {
+            return {
                 "core": core_snapshot(conn.core),
                 "trace": snap(conn._trace),
                 "last_msg": snap(conn._last_msg),
@@ -163,10 +181,8 @@ def run_engine(setup: dict[str, Any], plan: list[tuple], compiled: bool) -> dict
                 "connection": snap(conn.statistics()),
                 "sent": sent,
             }
-        peer_link.close()
-        return result
 
-    return trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+    return run_mocked(scenario)
 
 
 def mangle(what: str, seg: Segment, peer: Peer) -> bytes:
@@ -289,17 +305,7 @@ def test_ring_take_takes_the_plainest_frames_where_they_lie_and_hands_the_rest_o
     what it did to the connection equals take_predicted on the same frames."""
 
     async def scenario(fused: bool) -> tuple[dict[str, Any], list[bytes], int, int, int]:
-        _engine.ENGINE_CONTEXT.set(None)
-        emu, peer_link = MemoryLink.pair()
-        async with tcpemu.open_engine(link=emu, seed=42) as engine:
-            peer = Peer(peer_link)
-            conn = server(engine)
-            peer.send(IRS, flags=S, options=(TcpOption.mss(1000),))
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(conn.wait_open, 5)
-                synack = await peer.expect()
-                peer.send(IRS + 1, synack.seq + 1)
-            ack = synack.seq + 1
+        async with opened() as (engine, conn, _, _, ack):
 
             def seg(seq: int, payload: bytes) -> bytes:
                 return peer_frame(Segment(PEER_PORT, EMU_PORT, seq, ack, A | P, 900, payload=payload))
@@ -327,14 +333,10 @@ def test_ring_take_takes_the_plainest_frames_where_they_lie_and_hands_the_rest_o
                 "trace": snap(conn._trace),
                 "last": snap(conn._last_msg),
             }
-        peer_link.close()
         return state, rest, head, truncated, taken
 
-    def run(fused: bool):
-        return trio.run(scenario, fused, clock=trio.testing.MockClock(autojump_threshold=0))
-
-    fused_state, rest, head, truncated, taken = run(True)
-    plain_state, plain_rest, *_ = run(False)
+    fused_state, rest, head, truncated, taken = run_mocked(scenario, True)
+    plain_state, plain_rest, *_ = run_mocked(scenario, False)
     assert (taken, head, truncated) == (2, 4, 0)
     assert rest == plain_rest and len(rest) == 2  # the out-of-order frame, then the one after it
     assert fused_state == plain_state
@@ -388,32 +390,18 @@ class _TraceThatFails(deque):
 
 def test_a_defect_while_taking_a_frame_is_counted_and_the_pump_goes_on_as_the_python_path_does():
     async def scenario(compiled: bool) -> dict[str, Any]:
-        _engine.ENGINE_CONTEXT.set(None)
-        emu, peer_link = MemoryLink.pair()
-        async with tcpemu.open_engine(link=emu, seed=42) as engine:
-            engine._take_predicted = engine._take_predicted if compiled else None
-            peer = Peer(peer_link)
-            conn = server(engine)
-            peer.send(IRS, flags=S, options=(TcpOption.mss(1000),))
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(conn.wait_open, 5)
-                synack = await peer.expect()
-                peer.send(IRS + 1, synack.seq + 1)
+        async with opened(compiled=compiled) as (engine, conn, peer, _, ack):
             conn._trace = _TraceThatFails(conn._trace, maxlen=conn._trace.maxlen)
             seq = IRS + 1
             for payload in (b"ab", b"cde", b"fghi"):  # the second one meets the defect
-                peer.send(seq, synack.seq + 1, A, payload)
+                peer.send(seq, ack, A, payload)
                 seq += len(payload)
             await trio.testing.wait_all_tasks_blocked()
             result = {"core": core_snapshot(conn.core), "trace": snap(list(conn._trace))}
             result["engine"] = snap(engine.statistics())
-        peer_link.close()
-        return result
+            return result
 
-    def run(compiled: bool) -> dict[str, Any]:
-        return trio.run(scenario, compiled, clock=trio.testing.MockClock(autojump_threshold=0))
-
-    compiled, python = run(True), run(False)
+    compiled, python = run_mocked(scenario, True), run_mocked(scenario, False)
     stats, python_stats = dict(compiled["engine"][1]), dict(python["engine"][1])
     # the one count that differs: the Python path counted that frame as predicted before its
     # trace step failed; the compiled part counts only the frames it finished
@@ -430,18 +418,8 @@ def test_ring_take_says_where_a_defect_stopped_it():
     one stays the reader's, for the Python path to read again."""
 
     async def scenario() -> None:
-        _engine.ENGINE_CONTEXT.set(None)
-        emu, peer_link = MemoryLink.pair()
-        async with tcpemu.open_engine(link=emu, seed=42) as engine:
-            peer = Peer(peer_link)
-            conn = server(engine)
-            peer.send(IRS, flags=S, options=(TcpOption.mss(1000),))
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(conn.wait_open, 5)
-                synack = await peer.expect()
-                peer.send(IRS + 1, synack.seq + 1)
+        async with opened() as (engine, conn, _, _, ack):
             conn._trace = _TraceThatFails(conn._trace, maxlen=conn._trace.maxlen)
-            ack = synack.seq + 1
             frames = [
                 peer_frame(Segment(PEER_PORT, EMU_PORT, IRS + 1, ack, A, 900, payload=b"ab")),
                 peer_frame(Segment(PEER_PORT, EMU_PORT, IRS + 3, ack, A, 900, payload=b"cde")),
@@ -454,6 +432,5 @@ def test_ring_take_says_where_a_defect_stopped_it():
             assert (caught.value.tcpemu_taken, caught.value.tcpemu_head) == (1, 1)
             statuses = [struct.unpack_from("=I", ring._map, i * SLOT)[0] for i in range(2)]
             assert statuses == [0, TP_STATUS_USER]
-        peer_link.close()
 
-    trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+    run_mocked(scenario)
