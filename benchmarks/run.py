@@ -119,6 +119,18 @@ def ack_frames(lab: Lab, n: int, *, syn: bool = True, timestamps: bool = False) 
     return [build_frame(Frame(iut_mac, tst_mac, lab.iut.ip, lab.tst.ip, seg)) for seg in first + acks]
 
 
+def ack_receiver(engine: tcpemu.Engine, lab: Lab, n: int) -> tcpemu.Connection:
+    """The connection that takes ack_frames(lab, n), with room to queue every one."""
+    return engine.connection(
+        SERVER,
+        local=(str(lab.tst.ip), 20000),
+        remote=(str(lab.iut.ip), 40000),
+        local_mac=lab.alien_mac,
+        remote_mac=lab.iut.mac,
+        max_queue=n + 10,
+    )
+
+
 # --------------------------------------------------------------------------- 1
 
 
@@ -171,14 +183,7 @@ async def bench_pump(lab: Lab, size: Size, use_scapy: bool) -> list[Result]:
         # before the pump takes its first frame from the filled ring.
         writer = PcapngWriter(capture, ifname=lab.tst.ifname) if capture else None
         engine = tcpemu.Engine(ring, rng=random.Random(1), capture=writer)
-        conn = engine.connection(
-            SERVER,
-            local=(str(lab.tst.ip), 20000),
-            remote=(str(lab.iut.ip), 40000),
-            local_mac=lab.alien_mac,
-            remote_mac=lab.iut.mac,
-            max_queue=n + 10,
-        )
+        conn = ack_receiver(engine, lab, n)
         async with trio.open_nursery() as nursery:
             t0 = time.perf_counter()
             await nursery.start(engine._pump)
@@ -216,14 +221,7 @@ async def pump_live(lab: Lab, n: int) -> list[Result]:
         for frame in ack_frames(lab, n):
             f.write(len(frame).to_bytes(2, "big") + frame)
     async with tcpemu.open_engine(lab.tst.ifname, netns=lab.tst.netns, seed=1) as engine:
-        conn = engine.connection(
-            SERVER,
-            local=(str(lab.tst.ip), 20000),
-            remote=(str(lab.iut.ip), 40000),
-            local_mac=lab.alien_mac,
-            remote_mac=lab.iut.mac,
-            max_queue=n + 10,
-        )
+        conn = ack_receiver(engine, lab, n)
         flood = peer(lab.iut.netns, "flood", lab.iut.ifname, path, stdin=subprocess.PIPE)
         assert flood.stdout is not None and flood.stdin is not None
         if (await trio.to_thread.run_sync(flood.stdout.readline)).strip() != "ready":
@@ -799,8 +797,9 @@ async def child(args: argparse.Namespace) -> int:
     """One run of one benchmark in a fresh lab; results as JSON on stdout."""
     size = QUICK if args.quick else Size()
     async with open_lab() as lab:
-        extra = (False,) if args.child == "pump-python" else ()
-        extra = (not args.no_scapy,) if args.child in ("pump", "latency") else extra
+        # pump and latency take use_scapy; the Python path's pump run leaves scapy out
+        use_scapy = {"pump": not args.no_scapy, "latency": not args.no_scapy, "pump-python": False}
+        extra = (use_scapy[args.child],) if args.child in use_scapy else ()
         results = await BENCHES[args.child](lab, size, *extra)
     if args.child.endswith("-python"):
         if SPEEDUPS is not None:
