@@ -420,6 +420,21 @@ done:
 #undef GET
 }
 
+/* Tell the exception being raised where a walk stopped (exc.<name> = value), so that the
+   caller counts what was done before it; a failure to say so leaves the exception as it was. */
+static void
+note_where(const char *name, Py_ssize_t value)
+{
+    PyObject *type, *exc, *tb;
+    PyErr_Fetch(&type, &exc, &tb);
+    PyErr_NormalizeException(&type, &exc, &tb);
+    PyObject *at = PyLong_FromSsize_t(value);
+    if (at == NULL || (exc != NULL && PyObject_SetAttrString(exc, name, at) < 0))
+        PyErr_Clear();
+    Py_XDECREF(at);
+    PyErr_Restore(type, exc, tb);
+}
+
 static PyObject *
 take_predicted(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -449,15 +464,7 @@ take_predicted(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         int r = take_one((const unsigned char *)PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), conns, now,
                          t0, touched);
         if (r < 0) {
-            /* the frames before this one were taken: the caller learns where it stopped */
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            PyErr_NormalizeException(&type, &value, &tb);
-            PyObject *at = PyLong_FromSsize_t(i);
-            if (value != NULL && at != NULL)
-                PyObject_SetAttrString(value, "tcpemu_index", at);
-            Py_XDECREF(at);
-            PyErr_Restore(type, value, tb);
+            note_where("tcpemu_index", i); /* the frames before this one were taken */
             return NULL;
         }
         if (r == 0)
@@ -559,17 +566,8 @@ walk_ring(PyObject *const *args, Py_ssize_t nargs, int taking)
             r = take_one(ring + from, to - from, conns, now, t0, touched);
             if (r < 0) {
                 /* the slots before this one were taken and handed back: say how many */
-                PyObject *type, *value, *tb;
-                PyErr_Fetch(&type, &value, &tb);
-                PyErr_NormalizeException(&type, &value, &tb);
-                PyObject *at = PyLong_FromSsize_t(taken), *next = PyLong_FromSsize_t(head);
-                if (value != NULL && at != NULL && next != NULL) {
-                    PyObject_SetAttrString(value, "tcpemu_taken", at);
-                    PyObject_SetAttrString(value, "tcpemu_head", next);
-                }
-                Py_XDECREF(at);
-                Py_XDECREF(next);
-                PyErr_Restore(type, value, tb);
+                note_where("tcpemu_taken", taken);
+                note_where("tcpemu_head", head);
                 goto fail;
             }
         }
